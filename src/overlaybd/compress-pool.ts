@@ -1,0 +1,104 @@
+// A pool of worker threads (compress-worker.ts) that turns batches of ZFile blocks into
+// compressed-block-plus-CRC runs. zfile-writer.ts submits batches in order and awaits them in order,
+// keeping a bounded number in flight; the pool itself only schedules. Workers are referenced only
+// while they hold work, so an idle pool never keeps the process alive; `close()` terminates them.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { ZFileAlgorithm } from './codec.js';
+import type { CompressReply, CompressRequest } from './compress-worker.js';
+
+export interface CompressedBatch {
+  /** block0 crc0 block1 crc1 … */
+  data: Buffer;
+  /** Stored length of each block, CRC included (the jump-table entries). */
+  lengths: Uint32Array;
+  /** The input's ArrayBuffer, handed back for reuse. */
+  input: ArrayBuffer;
+}
+
+interface Task {
+  req: CompressRequest;
+  resolve: (b: CompressedBatch) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  task: Task | null;
+}
+
+const WORKER_URL = new URL('./compress-worker.js', import.meta.url);
+
+export class CompressPool {
+  readonly threads: number;
+  private readonly slots: Slot[] = [];
+  private readonly queue: Task[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(threads = availableParallelism()) {
+    this.threads = Math.max(1, threads);
+  }
+
+  /**
+   * Compresses `length` bytes of `input` (a whole number of `blockSize` blocks, the last may be short).
+   * `input` is transferred to a worker: the caller must not touch it until it comes back in the result.
+   */
+  compress(algorithm: ZFileAlgorithm, blockSize: number, input: ArrayBuffer, length: number): Promise<CompressedBatch> {
+    if (this.closed) return Promise.reject(new Error('compress pool is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ req: { id: this.nextId++, algorithm, blockSize, input, length }, resolve, reject });
+      this.pump();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const err = new Error('compress pool closed');
+    for (const t of this.queue.splice(0)) t.reject(err);
+    await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate()));
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      let slot = this.slots.find((s) => s.task === null);
+      if (!slot) {
+        if (this.slots.length >= this.threads) return;
+        slot = this.spawn();
+      }
+      const task = this.queue.shift()!;
+      slot.task = task;
+      slot.worker.ref();
+      slot.worker.postMessage(task.req, [task.req.input]);
+    }
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(WORKER_URL);
+    const slot: Slot = { worker, task: null };
+    worker.unref();
+    worker.on('message', (reply: CompressReply) => {
+      const task = slot.task;
+      slot.task = null;
+      worker.unref();
+      if (task) {
+        if ('error' in reply) task.reject(new Error(`compression worker failed: ${reply.error}`));
+        else task.resolve({ data: Buffer.from(reply.output, 0, reply.used), lengths: reply.lengths, input: reply.input });
+      }
+      this.pump();
+    });
+    const fail = (err: Error): void => {
+      const i = this.slots.indexOf(slot);
+      if (i >= 0) this.slots.splice(i, 1);
+      slot.task?.reject(new Error(`compression worker died: ${err.message}`));
+      slot.task = null;
+      if (!this.closed) this.pump();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => {
+      if (!this.closed && this.slots.includes(slot)) fail(new Error(`exit code ${code}`));
+    });
+    this.slots.push(slot);
+    return slot;
+  }
+}

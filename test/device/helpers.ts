@@ -1,0 +1,46 @@
+// Shared setup for device tests: the skip rule (root + /dev/fuse + /dev/loop-control), one run dir
+// for all device tests so a crashed earlier run is cleaned at start, temp dirs, and small process
+// helpers. Tests touch the mounted filesystems only through child processes: the test process also
+// serves the FUSE device, and its own threads must stay free.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { listMounts } from '../../worker/mount/ext4.js';
+import { listLoops } from '../../worker/mount/loop.js';
+import { cleanupStale } from '../../worker/mount/teardown.js';
+
+export const TEST_RUN_DIR = join(tmpdir(), 'obdkit-device-test-run');
+
+export function skipReason(): string | false {
+  if (process.getuid?.() !== 0) return 'device tests need root (mount, losetup)';
+  if (!existsSync('/dev/fuse')) return 'device tests need /dev/fuse';
+  if (!existsSync('/dev/loop-control')) return 'device tests need /dev/loop-control';
+  return false;
+}
+
+export function oracleDir(): string {
+  return process.env.OBDKIT_ORACLE_DIR ?? new URL('../../../../shared/oracle', import.meta.url).pathname;
+}
+
+export function tempDir(prefix: string): { path: string; cleanup(): void } {
+  const path = mkdtempSync(join(tmpdir(), `obdkit-${prefix}-`));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export async function cleanAll(): Promise<void> {
+  await cleanupStale(TEST_RUN_DIR);
+}
+
+/** Nothing of ours left: no FUSE mount under the run dir, no loop device over one. */
+export async function leftovers(runDir = TEST_RUN_DIR): Promise<string[]> {
+  const out: string[] = [];
+  for (const m of await listMounts()) if (m.target.startsWith(runDir) || m.fstype === 'fuse.obdkit') out.push(`mount ${m.target} ${m.fstype}`);
+  for (const l of await listLoops()) if (l.backingFile.startsWith(runDir)) out.push(`loop ${l.device} ${l.backingFile}`);
+  return out;
+}
+
+export async function sh(script: string, timeoutMs = 120_000): Promise<string> {
+  const r = await execa('bash', ['-euo', 'pipefail', '-c', script], { timeout: timeoutMs });
+  return r.stdout;
+}

@@ -1,0 +1,157 @@
+// The embedded device export: the merged device is served by this process as one file in a FUSE
+// mount (fuse-export.ts), a loop device with direct I/O is attached to that file, and ext4 on the
+// loop device is mounted. Every device has a state record under the run dir so a crash can be
+// cleaned up by the next start (worker/mount/teardown.ts).
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { ObdkitError } from '../../src/util/errors.js';
+import { log } from '../../src/util/log.js';
+import { mkfsExt4, mountExt4 } from '../mount/ext4.js';
+import { attachLoop } from '../mount/loop.js';
+import { DEFAULT_RUN_DIR, deviceDir, removeState, writeState, type DeviceState } from '../mount/state.js';
+import { teardown } from '../mount/teardown.js';
+import { FuseExport } from './fuse-export.js';
+import { localLowerSource, type LowerSpec } from './lower-source.js';
+import { lowerStackVirtualSize } from './lower-stack.js';
+import { createPair, recoverPair, type PairPaths } from './rw-pair.js';
+import { createSharedState } from './shared-upper.js';
+import {
+  DEFAULT_VIRTUAL_SIZE,
+  pairPaths,
+  type BlockSnapshotter,
+  type DeviceHandle,
+  type PrepareOptions,
+  type ViewOptions,
+} from './snapshotter.js';
+
+export interface FuseLoopOptions {
+  runDir?: string;
+  /** FUSE worker threads per device. */
+  workers?: number;
+}
+
+interface LiveDevice {
+  handle: DeviceHandle;
+  state: DeviceState;
+  exp: FuseExport;
+}
+
+export class FuseLoopSnapshotter implements BlockSnapshotter {
+  readonly runDir: string;
+  private readonly live = new Map<string, LiveDevice>();
+
+  constructor(private readonly opts: FuseLoopOptions = {}) {
+    this.runDir = opts.runDir ?? DEFAULT_RUN_DIR;
+  }
+
+  async prepare(writableDir: string, lowers: LowerSpec[], opts: PrepareOptions = {}): Promise<DeviceHandle> {
+    mkdirSync(writableDir, { recursive: true });
+    const paths = pairPaths(writableDir);
+    const haveData = existsSync(paths.data);
+    const haveIndex = existsSync(paths.index);
+    if (haveData !== haveIndex) {
+      throw new ObdkitError('EPAIR', 'writable dir holds only one file of the RW pair', { file: haveData ? paths.index : paths.data });
+    }
+    const fresh = !haveData;
+    if (fresh) {
+      const vsize = lowers.length > 0 ? lowerStackVirtualSize(lowers, localLowerSource) : (opts.virtualSize ?? DEFAULT_VIRTUAL_SIZE);
+      createPair(paths, vsize);
+    }
+    const rec = recoverPair(paths);
+    if (rec.truncatedBytes > 0) {
+      log.warn({ file: paths.index, bytes: rec.truncatedBytes }, 'recovered writable layer: cut index records written after the last flush');
+    }
+    let vsize = rec.virtualSize;
+    if (vsize === 0 && lowers.length > 0) vsize = lowerStackVirtualSize(lowers, localLowerSource);
+    if (vsize === 0) throw new ObdkitError('EVSIZE', 'the writable layer has no virtual size and there are no lowers', { file: paths.index });
+    const upper = createSharedState(paths, vsize, rec.dataTail, rec.records);
+    return this.start({ size: vsize, upper, lowers, writableDir, mkfs: fresh && lowers.length === 0 && opts.mkfs !== false, mountpoint: opts.mountpoint, paths, fs: opts.filesystem ?? 'ext4' });
+  }
+
+  async view(lowers: LowerSpec[], opts: ViewOptions = {}): Promise<DeviceHandle> {
+    if (lowers.length === 0) throw new ObdkitError('EINVAL', 'a view needs at least one lower layer');
+    const vsize = lowerStackVirtualSize(lowers, localLowerSource);
+    return this.start({ size: vsize, upper: null, lowers, mkfs: false, mountpoint: opts.mountpoint, fs: opts.filesystem ?? 'ext4' });
+  }
+
+  async commit(handle: DeviceHandle): Promise<PairPaths> {
+    if (!handle.upper) throw new ObdkitError('EINVAL', 'commit of a read-only view', { file: handle.mountpoint });
+    await this.stop(handle.id);
+    return handle.upper;
+  }
+
+  async remove(handle: DeviceHandle): Promise<void> {
+    await this.stop(handle.id);
+    if (handle.upper) {
+      rmSync(handle.upper.data, { force: true });
+      rmSync(handle.upper.index, { force: true });
+    }
+  }
+
+  /** Tears down every device this instance serves. */
+  async close(): Promise<void> {
+    for (const id of [...this.live.keys()]) await this.stop(id);
+  }
+
+  private async start(a: {
+    size: number;
+    upper: ReturnType<typeof createSharedState> | null;
+    lowers: LowerSpec[];
+    writableDir?: string;
+    mkfs: boolean;
+    mountpoint: string | undefined;
+    paths?: PairPaths;
+    fs: 'ext4' | 'none';
+  }): Promise<DeviceHandle> {
+    const id = randomBytes(6).toString('hex');
+    const dir = deviceDir(this.runDir, id);
+    const fuseDir = join(dir, 'fuse');
+    const mountpoint = a.fs === 'none' ? '' : (a.mountpoint ?? join(dir, 'mnt'));
+    const state: DeviceState = {
+      id,
+      pid: process.pid,
+      status: 'starting',
+      fuseDir,
+      mountpoint,
+      lowers: a.lowers,
+      createdAt: new Date().toISOString(),
+    };
+    if (a.writableDir) state.writableDir = a.writableDir;
+    writeState(this.runDir, state);
+    let exp: FuseExport | undefined;
+    try {
+      const expOpts = { mountDir: fuseDir, device: { size: a.size, fileName: 'disk', upper: a.upper, lowers: a.lowers } };
+      exp = await FuseExport.start(this.opts.workers !== undefined ? { ...expOpts, workers: this.opts.workers } : expOpts);
+      const loop = await attachLoop(exp.diskPath, { readOnly: a.upper === null });
+      state.loop = loop;
+      writeState(this.runDir, state);
+      if (a.fs === 'ext4') {
+        if (a.mkfs) await mkfsExt4(loop);
+        mkdirSync(mountpoint, { recursive: true });
+        await mountExt4(loop, mountpoint, { readOnly: a.upper === null });
+      }
+      state.status = 'ready';
+      writeState(this.runDir, state);
+      const handle: DeviceHandle = { id, device: loop, mountpoint, writable: a.upper !== null };
+      if (a.paths) handle.upper = a.paths;
+      this.live.set(id, { handle, state, exp });
+      return handle;
+    } catch (err) {
+      const e = exp;
+      const target = { fuseDir, ...(mountpoint ? { mountpoint } : {}), ...(state.loop ? { loop: state.loop } : {}), ...(e ? { stopServer: () => e.stop() } : {}) };
+      await teardown(target).catch(() => undefined);
+      removeState(this.runDir, id);
+      throw err;
+    }
+  }
+
+  private async stop(id: string): Promise<void> {
+    const d = this.live.get(id);
+    if (!d) throw new ObdkitError('ENOENT', `no live device ${id}`);
+    const target = { fuseDir: d.state.fuseDir, ...(d.handle.mountpoint ? { mountpoint: d.handle.mountpoint } : {}), stopServer: () => d.exp.stop() };
+    await teardown(d.state.loop ? { ...target, loop: d.state.loop } : target);
+    this.live.delete(id);
+    removeState(this.runDir, id);
+  }
+}

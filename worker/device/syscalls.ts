@@ -1,0 +1,38 @@
+// mount(2) and umount2(2) through koffi: Node has no binding for them, and the FUSE mount needs the
+// /dev/fuse descriptor of this very process in its options, so the mount(8) binary cannot do it.
+import koffi from 'koffi';
+import { ObdkitError } from '../../src/util/errors.js';
+
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+
+type MountFn = (source: string, target: string, fstype: string, flags: number, data: string) => number;
+type Umount2Fn = (target: string, flags: number) => number;
+
+let fns: { mount: MountFn; umount2: Umount2Fn } | undefined;
+
+function libc(): { mount: MountFn; umount2: Umount2Fn } {
+  if (!fns) {
+    const lib = koffi.load('libc.so.6');
+    fns = {
+      mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)') as MountFn,
+      umount2: lib.func('int umount2(const char *target, int flags)') as Umount2Fn,
+    };
+  }
+  return fns;
+}
+
+export function mountSyscall(source: string, target: string, fstype: string, flags: number, data: string): void {
+  if (libc().mount(source, target, fstype, flags, data) !== 0) {
+    const errno = koffi.errno();
+    throw new ObdkitError('EMOUNT', `mount(2) of ${fstype} failed with errno ${errno}`, { file: target, errno });
+  }
+}
+
+/** Returns the errno (0 on success) so callers can treat EINVAL/ENOENT ("not mounted") as done. */
+export function umount2Syscall(target: string, flags: number): number {
+  return libc().umount2(target, flags) === 0 ? 0 : koffi.errno();
+}
