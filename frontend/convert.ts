@@ -233,6 +233,8 @@ function boolFlag(df: ParsedDockerfile, ins: Instruction, name: string): boolean
 
 interface StageState {
   def: StageDef;
+  /** Name in progress output: the stage name, `stage-N` for unnamed ones, nothing in one-stage files. */
+  displayName: string;
   platform: Platform;
   base: string;
   baseStage?: StageState;
@@ -296,6 +298,7 @@ class Converter {
       const noCache = this.opts.noCache;
       return {
         def,
+        displayName: def.name || (stages.length === 1 ? '' : `stage-${def.index}`),
         platform,
         base,
         image: emptyImage(platform),
@@ -463,7 +466,7 @@ class Converter {
     s.cmdIndex++;
     const width = 1 + Math.floor(Math.log10(s.cmdTotal));
     let out = '[';
-    if (s.def.name) out += s.def.name + ' ';
+    if (s.displayName) out += s.displayName + ' ';
     out += `${String(s.cmdIndex).padStart(width, ' ')}/${s.cmdTotal}] `;
     if (onbuild) out += 'ONBUILD ';
     return out + text;
@@ -808,7 +811,7 @@ class Converter {
     }
 
     for (const f of ins.flags.filter((x) => x.name === 'mount')) {
-      const spec = expand(df, ins, () => parseMount(f.value ?? '', (w) => lex(df, s).processWord(w, s.env)));
+      const spec = expand(df, ins, () => parseMount(f.value ?? '', (w) => new ShellLex(df.escapeToken).processWord(w, s.env)));
       mounts.push(this.execMount(s, df, ins, spec, states, inputs));
     }
 
@@ -914,7 +917,7 @@ class Converter {
     const isAdd = ins.keyword === 'ADD';
     allowFlags(df, ins, isAdd ? ['chown', 'chmod', 'link', 'keep-git-dir', 'checksum', 'unpack', 'exclude'] : ['chown', 'from', 'chmod', 'link', 'exclude', 'parents']);
     const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
-    const lx = lex(df, s);
+    const lx = new ShellLex(df.escapeToken);
     const word = (w: string): string => expand(df, ins, () => lx.processWord(w, s.env));
     const list = expand(df, ins, () => parseJsonArray(ins.rest)) ?? splitWhitespace(ins.rest);
     if (list.length < 2) {
@@ -1004,7 +1007,7 @@ class Converter {
         const http = this.addVertex(
           { kind: 'http', url: p, filename, ...(checksum ? { checksum: word(checksum) } : {}) },
           [],
-          `https://${p.replace(/^https?:\/\//, '')}`.startsWith('https') ? p : p,
+          p,
           ins,
           s.ignoreCache && !checksum,
         );
@@ -1025,7 +1028,7 @@ class Converter {
     const merged: CopyAction[] = [];
     for (const a of actions) {
       const last = merged[merged.length - 1];
-      if (last && last.from === a.from && last.unpack === a.unpack && !a.src[0]!.startsWith('/') === !last.src[0]!.startsWith('/')) {
+      if (last && last.from === a.from && last.unpack === a.unpack) {
         last.src.push(...a.src);
       } else {
         merged.push({ ...a, src: [...a.src] });
@@ -1040,10 +1043,6 @@ class Converter {
     parts.push(...sources.map((x) => x.path ?? x.heredoc!.name), dest);
     s.image.history.push({ created_by: parts.join(' ') + ' # buildkit', comment: 'buildkit.dockerfile.v0' });
   }
-}
-
-function lex(df: ParsedDockerfile, _s: StageState): ShellLex {
-  return new ShellLex(df.escapeToken);
 }
 
 export function findStageIndex(stages: { name: string }[], ref: string): number {
@@ -1091,11 +1090,10 @@ function imageFromResolved(r: ResolvedImage, p: Platform): ImageConfig {
 }
 
 function setEnv(list: string[], key: string, value: string): string[] {
-  const out = list.filter((e) => e.split('=', 1)[0] !== key || !e.includes('='));
-  const i = list.findIndex((e) => e.startsWith(key + '='));
   const entry = `${key}=${value}`;
-  if (i < 0) return [...out, entry];
-  // Keep the variable where it was first defined, as Docker does.
+  const i = list.findIndex((e) => e === key || e.startsWith(key + '='));
+  // A redefined variable keeps its position, as Docker's config does.
+  if (i < 0) return [...list, entry];
   const copy = [...list];
   copy[i] = entry;
   return copy;

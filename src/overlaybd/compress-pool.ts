@@ -29,6 +29,11 @@ interface Slot {
 
 const WORKER_URL = new URL('./compress-worker.js', import.meta.url);
 
+/** Parent's node flags minus those that only make sense for an entry script given on the command line. */
+export function workerExecArgv(): string[] {
+  return process.execArgv.filter((a) => !a.startsWith('--input-type'));
+}
+
 export class CompressPool {
   readonly threads: number;
   private readonly slots: Slot[] = [];
@@ -74,7 +79,7 @@ export class CompressPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(WORKER_URL);
+    const worker = new Worker(WORKER_URL, { execArgv: workerExecArgv() });
     const slot: Slot = { worker, task: null };
     worker.unref();
     worker.on('message', (reply: CompressReply) => {

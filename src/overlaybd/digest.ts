@@ -37,7 +37,9 @@ function hashFileSync(path: string): { hex: string; size: number } {
 export function sha256File(path: string): Promise<{ digest: string; size: number }> {
   return new Promise((resolve, reject) => {
     const job: Job = { [MARKER]: true, path };
-    const worker = new Worker(new URL(import.meta.url), { workerData: job });
+    // Flags such as --input-type belong to a command-line entry script and make a worker fail to start.
+    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+    const worker = new Worker(new URL(import.meta.url), { workerData: job, execArgv });
     let settled = false;
     worker.once('message', (r: Reply) => {
       settled = true;

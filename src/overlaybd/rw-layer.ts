@@ -151,7 +151,6 @@ export class RwLayer implements LayerView {
     const indexSize = fstatSync(indexFd).size;
     // Without a whole header there is no layer to recover (and nowhere sane to append).
     if (dataSize < HT_SPACE) throw new FormatError(`data file truncated inside its ${HT_SPACE}-byte header`, { file: dataPath, offset: dataSize });
-    if (indexSize < HT_SPACE) throw new FormatError(`index file truncated inside its ${HT_SPACE}-byte header`, { file: indexPath, offset: indexSize });
     const dataHeader = parseHeaderTrailer(readBlock(dataFd, 0, HT_SPACE), dataPath, 0);
     if (!isHeader(dataHeader) || !isDataFile(dataHeader)) {
       throw new FormatError(`data file header flags 0x${dataHeader.flags.toString(16)} lack HEADER or DATA`, { file: dataPath, offset: OFF_FLAGS, field: 'flags' });
@@ -159,6 +158,7 @@ export class RwLayer implements LayerView {
     if (isSparseRw(dataHeader)) {
       throw new ObdkitError('ENOTSUP', 'sparse writable layers are not supported (their extents can only be found with SEEK_DATA)', { file: dataPath, offset: OFF_FLAGS, field: 'flags' });
     }
+    if (indexSize < HT_SPACE) throw new FormatError(`index file truncated inside its ${HT_SPACE}-byte header`, { file: indexPath, offset: indexSize });
     const ih = parseHeaderTrailer(readBlock(indexFd, 0, HT_SPACE), indexPath, 0);
     if (!isHeader(ih) || isDataFile(ih) || isSealed(ih)) {
       throw new FormatError(`index file header flags 0x${ih.flags.toString(16)} are not an unsealed index header`, { file: indexPath, offset: OFF_FLAGS, field: 'flags' });

@@ -44,7 +44,7 @@ export function registryHttpError(status: number, bodyText: string, ctx: Registr
   const said = details.length
     ? ` (registry: ${details.map((d) => (d.message ? `${d.code}: ${d.message}` : d.code)).join('; ')})`
     : '';
-  const context = { ref: ctx.ref, step: ctx.op, status, host: ctx.host };
+  const context = { ref: ctx.ref, op: ctx.op, status, host: ctx.host };
   if (status === 401) {
     return new ObdkitError(
       'EREG_AUTH',
@@ -94,7 +94,7 @@ function causeCodes(err: unknown): string[] {
 
 export function registryNetworkError(err: unknown, ctx: RegistryErrorContext, scheme: 'http' | 'https'): ObdkitError {
   const codes = causeCodes(err);
-  const context = { ref: ctx.ref, step: ctx.op, host: ctx.host };
+  const context = { ref: ctx.ref, op: ctx.op, host: ctx.host };
   const msg = err instanceof Error ? err.message : String(err);
   if (scheme === 'https' && codes.some((c) => tlsCodes.has(c))) {
     return new ObdkitError(

@@ -52,7 +52,7 @@ export async function getManifest(client: RegistryClient, ref: ImageReference): 
     target: `/v2/${ref.repository}/manifests/${manifestKey(ref)}`,
     headers: { accept: manifestAccept },
     actions: ['pull'],
-    op: `pull manifest ${refText}`,
+    op: 'pull manifest',
   });
   const bytes = await readCapped(res.body, MAX_MANIFEST_BYTES, 'manifest', refText);
   const claimed = ref.digest ?? header(res.headers, 'docker-content-digest');
@@ -73,7 +73,7 @@ export async function headManifest(client: RegistryClient, ref: ImageReference):
     headers: { accept: manifestAccept },
     actions: ['pull'],
     accept: [404],
-    op: `check manifest ${formatReference(ref)}`,
+    op: 'check manifest',
   });
   await res.body.dump();
   if (res.status === 404) return undefined;
@@ -94,7 +94,7 @@ export async function headBlob(client: RegistryClient, ref: ImageReference, dige
     target: `/v2/${ref.repository}/blobs/${digest}`,
     actions: ['pull'],
     accept: [404],
-    op: `check blob ${digest} in ${ref.host}/${ref.repository}`,
+    op: `check blob ${digest}`,
   });
   await res.body.dump();
   if (res.status === 404) return undefined;
@@ -116,7 +116,7 @@ export class VerifyingStream extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;
     if (this.size !== undefined && this.seen > this.size) {
-      cb(new ObdkitError('EDIGEST_MISMATCH', `${this.what}: more bytes than the expected ${this.size}`, { ref: this.what }));
+      cb(new ObdkitError('EDIGEST_MISMATCH', `more bytes than the expected ${this.size}`, { ref: this.what }));
       return;
     }
     this.hash.update(chunk);
@@ -124,12 +124,12 @@ export class VerifyingStream extends Transform {
   }
   override _flush(cb: TransformCallback): void {
     if (this.size !== undefined && this.seen !== this.size) {
-      cb(new ObdkitError('EDIGEST_MISMATCH', `${this.what}: got ${this.seen} bytes, expected ${this.size}`, { ref: this.what, offset: this.seen }));
+      cb(new ObdkitError('EDIGEST_MISMATCH', `got ${this.seen} bytes, expected ${this.size}`, { ref: this.what, offset: this.seen }));
       return;
     }
     const got = `${parseDigest(this.digest).algorithm}:${this.hash.digest('hex')}`;
     if (got !== this.digest) {
-      cb(new ObdkitError('EDIGEST_MISMATCH', `${this.what}: content digest is ${got}, expected ${this.digest}`, { ref: this.what }));
+      cb(new ObdkitError('EDIGEST_MISMATCH', `content digest is ${got}, expected ${this.digest}`, { ref: this.what }));
       return;
     }
     cb();
@@ -145,7 +145,7 @@ export async function openBlob(client: RegistryClient, ref: ImageReference, dige
     method: 'GET',
     target: `/v2/${ref.repository}/blobs/${digest}`,
     actions: ['pull'],
-    op: `pull blob ${what}`,
+    op: `pull blob ${digest}`,
   });
   const verify = new VerifyingStream(digest, size, what);
   res.body.on('error', (err) => verify.destroy(err));

@@ -62,7 +62,7 @@ export async function putManifestWhenComplete(client: RegistryClient, ref: Image
     headers: { 'content-type': mediaType, 'content-length': String(manifest.length) },
     body: () => manifest,
     actions: ['pull', 'push'],
-    op: `push manifest ${refText}`,
+    op: 'push manifest',
   });
   await res.body.dump();
   const said = header(res.headers, 'docker-content-digest');

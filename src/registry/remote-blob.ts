@@ -244,7 +244,7 @@ export class RemoteBlob {
         target: `/v2/${this.ref.repository}/blobs/${this.digest}`,
         headers: { range },
         actions: ['pull'],
-        op: `read ${this.name} ${range}`,
+        op: `read blob ${this.digest} ${range}`,
       });
       if (r.crossHost) this.direct = { url: r.url, until: Date.now() + (this.opts.redirectTtlMs ?? 60_000) };
       body = r.body;

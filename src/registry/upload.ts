@@ -12,7 +12,7 @@ import { log } from '../util/log.js';
 import { parseDigest } from '../oci/digest.js';
 import { header, type RegistryClient, type SendResult } from './client.js';
 import { headBlob } from './pull.js';
-import type { ImageReference } from './reference.js';
+import { formatReference, type ImageReference } from './reference.js';
 import { backoff, isTransientNetworkError, isTransientStatus } from './retry.js';
 
 /** Where blob bytes come from: anything that can open a byte range again after a failure. */
@@ -94,7 +94,7 @@ export async function uploadBlob(
     throw new ObdkitError('EBLOB_SIZE', `blob ${desc.digest}: source has ${source.size} bytes, descriptor says ${desc.size}`, { ref: `${ref.host}/${ref.repository}` });
   }
   const stats: UploadStats = { outcome: 'uploaded', bytesSent: 0, resumes: 0, restarts: 0 };
-  const what = `blob ${desc.digest} to ${ref.host}/${ref.repository}`;
+  const what = `blob ${desc.digest}`;
   const existing = await headBlob(client, ref, desc.digest);
   if (existing !== undefined) {
     stats.outcome = 'exists';
@@ -118,7 +118,7 @@ export async function uploadBlob(
     failures++;
     if (!isTransient(err) || failures >= maxFailures) {
       throw err instanceof UploadInterrupted
-        ? new ObdkitError('EREG_UPLOAD', `upload ${what} failed after ${failures} attempts: ${err.message}`, { ref: `${ref.host}/${ref.repository}`, offset }, { cause: err.reason })
+        ? new ObdkitError('EREG_UPLOAD', `upload ${what} to ${ref.host}/${ref.repository} failed after ${failures} attempts: ${err.message}`, { ref: formatReference(ref), offset }, { cause: err.reason })
         : err;
     }
     log.debug({ blob: desc.digest, offset, failures, err: (err as Error).message }, 'upload interrupted');
@@ -193,7 +193,7 @@ export async function mountBlob(client: RegistryClient, ref: ImageReference, des
     headers: { 'content-length': '0' },
     actions: ['pull', 'push'],
     extraScopes: [`repository:${from}:pull`],
-    op: `mount blob ${desc.digest} into ${ref.host}/${ref.repository} from ${from}`,
+    op: `mount blob ${desc.digest} from ${from}`,
   });
   const location = header(res.headers, 'location');
   await res.body.dump();

@@ -28,21 +28,9 @@ import {
 import { SegmentIndex, lookupSorted } from '../../src/overlaybd/segment-index.js';
 import { FormatError } from '../../src/util/errors.js';
 import { repoRoot } from '../helpers/oracle.js';
+import { prng } from './lsmt-fixtures.js';
 
 const samples = join(repoRoot, 'testdata', 'overlaybd-samples');
-
-/** Small deterministic PRNG (xorshift32) so failures reproduce. */
-export function prng(seed: number): (n: number) => number {
-  let s = seed >>> 0 || 1;
-  return (n: number) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
-}
 
 describe('segment records', () => {
   test('the invalid (padding) record has the documented bytes', () => {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
+import { execa } from 'execa';
 import { FormatError, ObdkitError } from '../../src/util/errors.js';
 import { BufferRandomAccess, FileRandomAccess, type RandomAccess } from '../../src/overlaybd/io.js';
 import {
@@ -375,6 +376,22 @@ describe('writer round trips', () => {
     const n = await decompressZFile(new FileRandomAccess(sample('pattern.zstd.zfile')), out);
     assert.equal(n, 217088);
     assert.ok(readFileSync(out).equals(readFileSync(sample('pattern.commit'))));
+  });
+});
+
+describe('compress pool', () => {
+  test('keeps batch order with more batches than workers, and an idle pool lets the process exit', async () => {
+    // A child process compresses without closing its pool; it must still exit by itself.
+    const script = `
+      import { CompressPool } from ${JSON.stringify(new URL('../../src/overlaybd/compress-pool.js', import.meta.url).href)};
+      const pool = new CompressPool(2);
+      const inputs = Array.from({ length: 12 }, (_, i) => new Uint8Array(8192).fill(i));
+      const out = await Promise.all(inputs.map((b) => pool.compress('lz4', 4096, b.buffer, b.length)));
+      process.stdout.write(JSON.stringify(out.map((o) => [o.lengths.length, new Uint8Array(o.input)[0]])));
+    `;
+    const r = await execa(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000, reject: false });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), Array.from({ length: 12 }, (_, i) => [2, i]));
   });
 });
 

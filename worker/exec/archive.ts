@@ -3,13 +3,13 @@
 // destination root with copy-files.ts's helpers (names that climb with `..` are clamped, links are
 // created, not followed). A file that turns out not to be a tar is reported back so ADD copies it
 // as a plain file, as Docker does.
-import { closeSync, constants, createReadStream, createWriteStream, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, chmodSync, chownSync, openSync, readSync, symlinkSync, utimesSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { closeSync, constants, createReadStream, lchownSync, linkSync, lstatSync, lutimesSync, chmodSync, chownSync, openSync, readSync, symlinkSync, utimesSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { posix } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import tar from 'tar-stream';
+import tar, { type Header } from 'tar-stream';
 import { DecompressStream } from 'zstd-napi';
 import { ObdkitError } from '../../src/util/errors.js';
 import { resolveInRoot } from './root-path.js';
@@ -59,9 +59,8 @@ function decompressed(path: string, c: Compression): { stream: Readable; done: (
   };
 }
 
-interface PaxHeaders {
-  pax?: Record<string, string>;
-}
+/** One entry as tar-stream's extract iterator yields it. */
+type TarEntry = AsyncIterable<Buffer> & { header: Header; resume(): unknown };
 
 export interface ExtractOptions {
   archive: string;
@@ -91,7 +90,7 @@ export async function extractArchive(opts: ExtractOptions): Promise<boolean> {
     for await (const entry of extract) {
       if (entries === 0) ensureDir(ctx, destInner);
       entries++;
-      await placeEntry(ctx, destInner, entry, dirTimes);
+      await placeEntry(ctx, destInner, entry as TarEntry, dirTimes);
     }
     await src.done();
   } catch (err) {
@@ -108,7 +107,7 @@ export async function extractArchive(opts: ExtractOptions): Promise<boolean> {
 async function placeEntry(
   ctx: PlaceContext,
   destInner: string,
-  entry: tar.Entry,
+  entry: TarEntry,
   dirTimes: Array<{ host: string; mtime: Date }>,
 ): Promise<void> {
   const h = entry.header;
@@ -117,7 +116,7 @@ async function placeEntry(
   const mode = (h.mode ?? 0o644) & 0o7777;
   const mtime = h.mtime ?? new Date(0);
   const xattrs = new Map<string, Buffer>();
-  for (const [k, v] of Object.entries((h as PaxHeaders).pax ?? {})) {
+  for (const [k, v] of Object.entries((h.pax ?? {}) as Record<string, string>)) {
     if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice('SCHILY.xattr.'.length), Buffer.from(v, 'latin1'));
   }
   switch (h.type) {
@@ -133,21 +132,19 @@ async function placeEntry(
       return;
     }
     case 'file':
-    case 'contiguous-file':
-    case undefined:
-    case null: {
+    case 'contiguous-file': {
       ensureDir(ctx, posix.dirname(inner));
       const host = prepareLeaf(ctx, inner);
-      const fd = openSync(host, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      const out = createWriteStream('', { fd, autoClose: false });
+      const fh = await open(host, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
-        await pipeline(entry, out);
-        fchownSync(fd, o.uid, o.gid);
-        fchmodSync(fd, mode);
+        // Pulling chunk by chunk is the backpressure: the tar stream waits while we write.
+        for await (const chunk of entry) await fh.write(chunk);
+        await fh.chown(o.uid, o.gid);
+        await fh.chmod(mode);
         writeXattrs(host, xattrs);
-        futimesSync(fd, mtime, mtime);
+        await fh.utimes(mtime, mtime);
       } finally {
-        closeSync(fd);
+        await fh.close();
       }
       return;
     }

@@ -13,7 +13,7 @@ interface Reply {
 /** copyFiles on a worker thread; errors come back as ObdkitError with the original code. */
 export function copyFilesInWorker(opts: CopyOptions): Promise<void> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL(import.meta.url), { workerData: opts });
+    const w = new Worker(new URL(import.meta.url), { workerData: { obdkitCopy: opts } });
     let replied = false;
     w.once('message', (r: Reply) => {
       replied = true;
@@ -27,10 +27,11 @@ export function copyFilesInWorker(opts: CopyOptions): Promise<void> {
   });
 }
 
-if (!isMainThread && parentPort !== null && (workerData as { sources?: unknown } | null)?.sources !== undefined) {
+const job = isMainThread ? undefined : (workerData as { obdkitCopy?: CopyOptions } | null)?.obdkitCopy;
+if (job !== undefined && parentPort !== null) {
   const port = parentPort;
   try {
-    copyFiles(workerData as CopyOptions);
+    copyFiles(job);
     port.postMessage({ ok: true } satisfies Reply);
   } catch (err) {
     const e = err as { code?: unknown; message?: string };
