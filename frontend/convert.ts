@@ -5,6 +5,8 @@
 // so this module does no I/O. Expansion follows BuildKit: ENV, ARG defaults, LABEL, WORKDIR, USER, EXPOSE,
 // VOLUME, STOPSIGNAL, COPY/ADD paths and flags and RUN --mount values expand; RUN, CMD, ENTRYPOINT, SHELL,
 // HEALTHCHECK and ONBUILD do not (the shell in the container does that at run time).
+// Neighbours: `instructions.ts` parses lines, `stages.ts` splits stages and global ARGs,
+// `config-instructions.ts` applies metadata-only instructions, `image-config.ts` builds start configs.
 import { posix } from 'node:path';
 import {
   vertexId,
@@ -13,9 +15,7 @@ import {
   type CopyAction,
   type ExecMount,
   type FileAction,
-  type HealthConfig,
   type ImageConfig,
-  type ImageRuntimeConfig,
   type NetworkMode,
   type Op,
   type Platform,
@@ -24,14 +24,15 @@ import {
 } from '../src/solver/ops.js';
 import { ObdkitError } from '../src/util/errors.js';
 import {
+  allowFlags,
+  boolFlag,
   dockerfileError,
+  expand,
+  flagValue,
   parseDockerfile,
   parseHeredocWord,
   parseJsonArray,
-  parseNameVal,
-  parseWords,
   splitWhitespace,
-  type Flag,
   type Instruction,
   type ParsedDockerfile,
 } from './instructions.js';
@@ -39,29 +40,17 @@ import { ShellLex, envMap } from './shell-lex.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformArgs } from './platform.js';
 import { normalizeImageRef, parseImageRef } from './reference.js';
 import { parseMount, type MountSpec } from './run-mount.js';
-import { parseGoDuration } from './duration.js';
+import { argPairs, evalMetaArgs, findStageIndex, resolveTarget, splitStages, type StageDef } from './stages.js';
+import { DEFAULT_PATH, DEFAULT_SHELL, emptyImage, imageFromResolved, type ResolvedImage } from './image-config.js';
+import { addHistory, applyConfigInstruction, CONFIG_INSTRUCTIONS } from './config-instructions.js';
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const DEFAULT_SHELL = ['/bin/sh', '-c'];
+export type { ResolvedImage } from './image-config.js';
+export { DEFAULT_PATH } from './image-config.js';
+export type ResolveImageConfig = (ref: string, platform: Platform) => Promise<ResolvedImage>;
+
 const PROXY_ARGS = new Set([
   'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
 ]);
-const STAGE_NAME_RE = /^[a-z][a-z0-9-_.]*$/;
-
-/** What a registry says about a base image: its config, and the digest it resolved to (pins the source). */
-export interface ResolvedImage {
-  digest?: string;
-  config: {
-    os?: string;
-    architecture?: string;
-    variant?: string;
-    author?: string;
-    config?: ImageRuntimeConfig;
-    history?: { created_by?: string; comment?: string; empty_layer?: boolean }[];
-  };
-}
-
-export type ResolveImageConfig = (ref: string, platform: Platform) => Promise<ResolvedImage>;
 
 export interface ConvertOptions {
   dockerfile: string;
@@ -105,130 +94,8 @@ export interface ConvertResult {
   platform: Platform;
   stages: StageSummary[];
   warnings: string[];
-}
-
-/** A stage after the syntactic pass: its FROM and commands, nothing resolved yet. */
-export interface StageDef {
-  index: number;
-  name: string;
-  from: Instruction;
-  rawBase: string;
-  platformFlag?: string;
-  commands: Instruction[];
-  comments: string[];
-}
-
-export interface MetaArg {
-  key: string;
-  value?: string;
-  /** The default as written, before expansion. */
-  rawDefault?: string;
-  comment: string;
-  line: number;
-}
-
-/** The syntactic pass: stages and global ARGs, with their errors located. */
-export function splitStages(df: ParsedDockerfile): { metaArgs: Instruction[]; stages: StageDef[] } {
-  const metaArgs: Instruction[] = [];
-  const stages: StageDef[] = [];
-  for (const ins of df.instructions) {
-    if (ins.keyword === 'FROM') {
-      allowFlags(df, ins, ['platform']);
-      const words = splitWhitespace(ins.rest);
-      let name = '';
-      if (words.length === 3 && words[1]!.toLowerCase() === 'as') {
-        name = words[2]!.toLowerCase();
-        if (!STAGE_NAME_RE.test(name)) {
-          throw dockerfileError(`invalid name for build stage: "${words[2]}", name can't start with a number or contain symbols`, df.file, ins.line);
-        }
-        if (stages.some((s) => s.name === name)) throw dockerfileError(`duplicate stage name "${name}"`, df.file, ins.line);
-      } else if (words.length !== 1) {
-        throw dockerfileError('FROM requires either one or three arguments', df.file, ins.line);
-      }
-      const platformFlag = ins.flags.find((f) => f.name === 'platform')?.value ?? undefined;
-      stages.push({ index: stages.length, name, from: ins, rawBase: words[0]!, platformFlag, commands: [], comments: ins.comments });
-      continue;
-    }
-    if (stages.length === 0) {
-      if (ins.keyword !== 'ARG') throw dockerfileError('no build stage in current context', df.file, ins.line);
-      metaArgs.push(ins);
-      continue;
-    }
-    stages[stages.length - 1]!.commands.push(ins);
-  }
-  if (stages.length === 0) throw dockerfileError('the Dockerfile has no FROM instruction', df.file, df.instructions[0]?.line ?? 1);
-  return { metaArgs, stages };
-}
-
-/** ARG words: `NAME` or `NAME=default` (quotes kept for expansion), with doc comments. */
-export function argPairs(df: ParsedDockerfile, ins: Instruction): { key: string; value?: string; comment: string }[] {
-  const words = parseWords(ins.rest, df.escapeToken);
-  if (words.length === 0) throw dockerfileError('ARG requires at least one argument', df.file, ins.line);
-  return words.map((w) => {
-    const eq = w.indexOf('=');
-    const key = eq < 0 ? w : w.slice(0, eq);
-    if (key === '') throw dockerfileError('ARG names can not be blank', df.file, ins.line);
-    const comment = docComment(ins.comments, key);
-    return eq < 0 ? { key, comment } : { key, value: w.slice(eq + 1), comment };
-  });
-}
-
-export function docComment(comments: string[], name: string): string {
-  if (!name) return '';
-  for (const c of comments) if (c.startsWith(name + ' ')) return c.slice(name.length + 1);
-  return '';
-}
-
-/** Global ARGs evaluated in order, with build-arg overrides and the automatic platform args in scope. */
-export function evalMetaArgs(
-  df: ParsedDockerfile,
-  metaArgs: Instruction[],
-  buildArgs: Record<string, string>,
-  auto: [string, string][],
-): { scope: Map<string, string>; args: MetaArg[] } {
-  const lex = new ShellLex(df.escapeToken);
-  const scope = new Map<string, string>();
-  for (const [k, v] of auto) scope.set(k, buildArgs[k] ?? v);
-  const args: MetaArg[] = [];
-  for (const ins of metaArgs) {
-    for (const p of argPairs(df, ins)) {
-      let value: string | undefined;
-      if (p.key in buildArgs) value = buildArgs[p.key];
-      else if (p.value !== undefined) value = expand(df, ins, () => lex.processWord(p.value!, scope));
-      if (value !== undefined) scope.set(p.key, value);
-      args.push({ key: p.key, value, rawDefault: p.value, comment: p.comment, line: ins.line });
-    }
-  }
-  return { scope, args };
-}
-
-function expand<T>(df: ParsedDockerfile, ins: Instruction, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw dockerfileError((err as Error).message, df.file, ins.line, err);
-  }
-}
-
-function allowFlags(df: ParsedDockerfile, ins: Instruction, allowed: string[]): void {
-  for (const f of ins.flags) {
-    if (!allowed.includes(f.name)) throw dockerfileError(`unknown flag: ${f.name}`, df.file, ins.line);
-  }
-}
-
-function flagValue(ins: Instruction, name: string): string | undefined {
-  const fl = ins.flags.filter((f) => f.name === name);
-  const last = fl[fl.length - 1];
-  return last ? (last.value ?? '') : undefined;
-}
-
-function boolFlag(df: ParsedDockerfile, ins: Instruction, name: string): boolean | undefined {
-  const fl = ins.flags.filter((f) => f.name === name);
-  if (fl.length === 0) return undefined;
-  const v = fl[fl.length - 1]!.value;
-  if (v === null || v === '' || v.toLowerCase() === 'true') return true;
-  if (v.toLowerCase() === 'false') return false;
-  throw dockerfileError(`expecting boolean value for flag ${name}, not: ${v}`, df.file, ins.line);
+  /** The `# syntax=` directive, if any: the caller decides whether it may build natively. */
+  syntax?: string;
 }
 
 interface StageState {
@@ -267,6 +134,7 @@ class Converter {
   private contextVertex: VertexId | undefined;
   private scratchVertex: VertexId | undefined;
   private globalScope = new Map<string, string>();
+  private readonly resolved = new Map<string, Promise<ResolvedImage>>();
 
   constructor(private readonly opts: ConvertOptions) {
     this.df = parseDockerfile(opts.dockerfile, opts.filename ?? 'Dockerfile');
@@ -323,7 +191,11 @@ class Converter {
       used.add(s.def.index);
       if (s.baseStage) await visit(s.baseStage);
       else if (s.base.toLowerCase() !== 'scratch') await this.resolveBase(s);
-      const triggers = s.baseStage ? [] : (s.baseImage?.config.config?.OnBuild ?? []);
+      // ONBUILD triggers fire in the stage built on top: from a base image's config, or from the ONBUILD
+      // instructions of a base stage (which never put them in a config of their own).
+      const triggers = s.baseStage
+        ? s.baseStage.def.commands.filter((c) => c.keyword === 'ONBUILD').map((c) => c.original.replace(/^\s*ONBUILD\s*/i, ''))
+        : (s.baseImage?.config.config?.OnBuild ?? []);
       for (const t of triggers) {
         const tdf = expand(df, s.def.from, () => parseDockerfile(t, df.file));
         for (const ins of tdf.instructions) {
@@ -375,6 +247,7 @@ class Converter {
       platform: t.platform,
       stages: summaries,
       warnings: this.warnings,
+      ...(df.syntax ? { syntax: df.syntax } : {}),
     };
   }
 
@@ -419,19 +292,7 @@ class Converter {
     } catch (err) {
       throw dockerfileError((err as Error).message, this.df.file, s.def.from.line, err);
     }
-    if (!this.opts.resolveImageConfig) {
-      s.baseImage = { config: {} };
-      return;
-    }
-    try {
-      s.baseImage = await this.opts.resolveImageConfig(ref, s.platform);
-    } catch (err) {
-      throw new ObdkitError('ERESOLVE', `failed to resolve source metadata for ${ref}: ${(err as Error).message}`, {
-        file: this.df.file,
-        line: s.def.from.line,
-        ref,
-      }, { cause: err });
-    }
+    s.baseImage = await this.resolveRef(ref, s.platform, this.df, s.def.from);
   }
 
   private addVertex(op: Op, inputs: VertexId[], name: string, ins?: Instruction, ignoreCache = false): VertexId {
@@ -497,7 +358,8 @@ class Converter {
       if (!b.dispatched) throw dockerfileError(`stage ${b.def.name} is not built before ${s.def.name || s.def.index}`, df.file, from.line);
       s.vertex = b.vertex;
       s.image = structuredClone(b.image);
-      s.env = new Map(envMap(s.image.config.Env ?? []));
+      // The base stage's ARG values stay in the build environment, as in BuildKit.
+      s.env = new Map(b.env);
       s.platform = b.platform;
       s.cmdSet = false;
     } else if (s.base.toLowerCase() === 'scratch') {
@@ -512,8 +374,8 @@ class Converter {
       s.image = imageFromResolved(resolved, s.platform);
       s.env = envMap(s.image.config.Env ?? []);
     }
-    // Base-image triggers have been queued as commands; the new image does not inherit them.
-    if (!s.baseStage) delete s.image.config.OnBuild;
+    // Triggers have been queued as commands; the new image does not inherit them.
+    delete s.image.config.OnBuild;
 
     for (const c of s.commands) {
       await this.dispatch(s, c.df, c.ins, c.onbuild, states);
@@ -526,25 +388,10 @@ class Converter {
     const word = (w: string): string => expand(df, ins, () => lex.processWord(w, s.env));
     const cfg = s.image.config;
     const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
-    const history = (createdBy: string, emptyLayer: boolean): void => {
-      s.image.history.push(emptyLayer ? { created_by: createdBy, comment: 'buildkit.dockerfile.v0', empty_layer: true } : { created_by: createdBy, comment: 'buildkit.dockerfile.v0' });
-    };
+    const history = (createdBy: string, emptyLayer: boolean): void => addHistory(s.image, createdBy, emptyLayer);
     const noFlags = (): void => allowFlags(df, ins, []);
 
     switch (ins.keyword) {
-      case 'ENV': {
-        noFlags();
-        const pairs = expand(df, ins, () => parseNameVal(ins.rest, df.escapeToken, 'ENV'));
-        // Every pair is expanded against the environment before this instruction.
-        const expanded = pairs.map((p) => ({ key: word(p.key), value: word(p.value) }));
-        for (const p of expanded) {
-          s.env.delete(p.key);
-          s.env.set(p.key, p.value);
-          cfg.Env = setEnv(cfg.Env ?? [], p.key, p.value);
-        }
-        history('ENV ' + expanded.map((p) => `${p.key}=${p.value}`).join(' '), true);
-        return;
-      }
       case 'ARG': {
         noFlags();
         const parts: string[] = [];
@@ -561,30 +408,6 @@ class Converter {
           parts.push(value === undefined ? p.key : `${p.key}=${value}`);
         }
         history('ARG ' + parts.join(' '), true);
-        return;
-      }
-      case 'LABEL': {
-        noFlags();
-        const pairs = expand(df, ins, () => parseNameVal(ins.rest, df.escapeToken, 'LABEL'));
-        const expanded = pairs.map((p) => ({ key: word(p.key), value: word(p.value) }));
-        cfg.Labels ??= {};
-        for (const p of expanded) cfg.Labels[p.key] = p.value;
-        history('LABEL ' + expanded.map((p) => `${p.key}=${p.value}`).join(' '), true);
-        return;
-      }
-      case 'MAINTAINER': {
-        noFlags();
-        if (ins.rest === '') throw err('MAINTAINER requires exactly one argument');
-        s.image.author = ins.rest;
-        history('MAINTAINER ' + ins.rest, true);
-        return;
-      }
-      case 'USER': {
-        noFlags();
-        const words = splitWhitespace(ins.rest);
-        if (words.length !== 1) throw err('USER requires exactly one argument');
-        cfg.User = word(ins.rest);
-        history('USER ' + cfg.User, true);
         return;
       }
       case 'WORKDIR': {
@@ -608,88 +431,6 @@ class Converter {
         history('WORKDIR ' + wd, wd === '/');
         return;
       }
-      case 'EXPOSE': {
-        noFlags();
-        const words = splitWhitespace(ins.rest);
-        if (words.length === 0) throw err('EXPOSE requires at least one argument');
-        cfg.ExposedPorts ??= {};
-        const added: string[] = [];
-        for (const w of words) {
-          for (const spec of expand(df, ins, () => lex.processWords(w, s.env))) {
-            for (const port of expand(df, ins, () => parsePortSpec(spec))) {
-              cfg.ExposedPorts[port] = {};
-              added.push(port);
-            }
-          }
-        }
-        history('EXPOSE map[' + added.map((p) => `${p}:{}`).join(' ') + ']', true);
-        return;
-      }
-      case 'VOLUME': {
-        noFlags();
-        const list = expand(df, ins, () => parseJsonArray(ins.rest)) ?? splitWhitespace(ins.rest);
-        if (list.length === 0) throw err('VOLUME requires at least one argument');
-        cfg.Volumes ??= {};
-        for (const raw of list) {
-          const v = word(raw.trim());
-          if (v === '') throw err('VOLUME specified can not be an empty string');
-          cfg.Volumes[v] = {};
-        }
-        history('VOLUME ' + JSON.stringify(list), true);
-        return;
-      }
-      case 'STOPSIGNAL': {
-        noFlags();
-        if (splitWhitespace(ins.rest).length !== 1) throw err('STOPSIGNAL requires exactly one argument');
-        const sig = word(ins.rest);
-        if (!/^(SIG[A-Z0-9+-]+|[A-Z0-9+-]+|\d+)$/.test(sig)) throw err(`Invalid signal: ${sig}`);
-        cfg.StopSignal = sig;
-        history('STOPSIGNAL ' + sig, true);
-        return;
-      }
-      case 'SHELL': {
-        noFlags();
-        const list = expand(df, ins, () => parseJsonArray(ins.rest));
-        if (!list) throw err('SHELL requires the arguments to be in JSON form');
-        if (list.length === 0) throw err('SHELL requires at least one argument');
-        cfg.Shell = list;
-        history('SHELL ' + JSON.stringify(list), true);
-        return;
-      }
-      case 'CMD':
-      case 'ENTRYPOINT': {
-        noFlags();
-        const json = expand(df, ins, () => parseJsonArray(ins.rest));
-        let args: string[];
-        if (json) args = json;
-        else args = ins.rest === '' && ins.keyword === 'ENTRYPOINT' ? [] : [...(cfg.Shell ?? DEFAULT_SHELL), ins.rest];
-        if (ins.keyword === 'CMD') {
-          cfg.Cmd = args;
-          s.cmdSet = true;
-        } else {
-          cfg.Entrypoint = args.length ? args : undefined;
-          // A new ENTRYPOINT drops a CMD that came from the base image.
-          if (!s.cmdSet) delete cfg.Cmd;
-        }
-        history(`${ins.keyword} ${JSON.stringify(args)}`, true);
-        return;
-      }
-      case 'HEALTHCHECK': {
-        cfg.Healthcheck = this.healthcheck(df, ins);
-        history('HEALTHCHECK ' + JSON.stringify(cfg.Healthcheck), true);
-        return;
-      }
-      case 'ONBUILD': {
-        noFlags();
-        const trigger = ins.original.replace(/^\s*ONBUILD\s*/i, '');
-        const kw = (trigger.split(/\s+/)[0] ?? '').toUpperCase();
-        if (kw === '') throw err('ONBUILD requires at least one argument');
-        if (kw === 'ONBUILD') throw err('Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed');
-        if (kw === 'MAINTAINER' || kw === 'FROM') throw err(`${kw} isn't allowed as an ONBUILD trigger`);
-        cfg.OnBuild = [...(cfg.OnBuild ?? []), trigger];
-        history('ONBUILD ' + trigger, true);
-        return;
-      }
       case 'RUN':
         return this.dispatchRun(s, df, ins, onbuild, states);
       case 'COPY':
@@ -698,61 +439,13 @@ class Converter {
       case 'FROM':
         throw err('FROM is not allowed here');
       default:
-        throw err(`unknown instruction: ${ins.keyword}`);
+        if (!CONFIG_INSTRUCTIONS.has(ins.keyword)) throw err(`unknown instruction: ${ins.keyword}`);
+        applyConfigInstruction(s, df, ins);
     }
-  }
-
-  private healthcheck(df: ParsedDockerfile, ins: Instruction): HealthConfig {
-    const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
-    const m = /^(\S+)\s*([\s\S]*)$/.exec(ins.rest);
-    if (!m) throw err('HEALTHCHECK requires at least one argument');
-    const typ = m[1]!.toUpperCase();
-    const cmd = m[2]!;
-    if (typ === 'NONE') {
-      if (cmd.trim() !== '') throw err('HEALTHCHECK NONE takes no arguments');
-      if (ins.flags.length) throw err(`unknown flag: ${ins.flags[0]!.name}`);
-      return { Test: ['NONE'] };
-    }
-    allowFlags(df, ins, ['interval', 'timeout', 'start-period', 'start-interval', 'retries']);
-    if (typ !== 'CMD') throw err(`Unknown type "${typ}" in HEALTHCHECK (try CMD)`);
-    const json = expand(df, ins, () => parseJsonArray(cmd));
-    let test: string[];
-    if (json) {
-      if (json.length === 0) throw err('Missing command after HEALTHCHECK CMD');
-      test = ['CMD', ...json];
-    } else {
-      if (cmd.trim() === '') throw err('Missing command after HEALTHCHECK CMD');
-      test = ['CMD-SHELL', cmd];
-    }
-    const hc: HealthConfig = { Test: test };
-    const dur = (name: string): number | undefined => {
-      const v = flagValue(ins, name);
-      if (v === undefined || v === '') return undefined;
-      const ns = expand(df, ins, () => parseGoDuration(v));
-      if (ns === 0) return undefined;
-      if (ns < 1_000_000) throw err(`Interval "${name}" cannot be less than 1ms`);
-      return ns;
-    };
-    const interval = dur('interval');
-    const timeout = dur('timeout');
-    const startPeriod = dur('start-period');
-    const startInterval = dur('start-interval');
-    if (interval !== undefined) hc.Interval = interval;
-    if (timeout !== undefined) hc.Timeout = timeout;
-    if (startPeriod !== undefined) hc.StartPeriod = startPeriod;
-    if (startInterval !== undefined) hc.StartInterval = startInterval;
-    const retries = flagValue(ins, 'retries');
-    if (retries !== undefined && retries !== '') {
-      if (!/^-?\d+$/.test(retries)) throw err(`strconv.ParseInt: parsing "${retries}": invalid syntax`);
-      const n = Number(retries);
-      if (n < 0) throw err(`--retries cannot be negative (${n})`);
-      hc.Retries = n;
-    }
-    return hc;
   }
 
   /** Where another stage, an image or the context is read from in COPY --from / RUN --mount from=. */
-  private sourceVertex(s: StageState, df: ParsedDockerfile, ins: Instruction, from: string | undefined, states: StageState[]): VertexId {
+  private async sourceVertex(s: StageState, df: ParsedDockerfile, ins: Instruction, from: string | undefined, states: StageState[]): Promise<VertexId> {
     if (from === undefined || from === '') return this.context();
     const st = findStage(states, from);
     if (st) {
@@ -767,7 +460,28 @@ class Converter {
     } catch (e) {
       throw dockerfileError((e as Error).message, df.file, ins.line, e);
     }
+    const resolved = await this.resolveRef(ref, s.platform, df, ins);
+    if (resolved.digest && !parseImageRef(ref).digest) ref = `${ref}@${resolved.digest}`;
     return this.addVertex({ kind: 'image', ref, platform: s.platform }, [], `FROM ${ref}`, ins, s.ignoreCache);
+  }
+
+  /** One lookup per reference and platform, however often a Dockerfile names it. */
+  private resolveRef(ref: string, platform: Platform, df: ParsedDockerfile, ins: Instruction): Promise<ResolvedImage> {
+    const resolve = this.opts.resolveImageConfig;
+    if (!resolve) return Promise.resolve({ config: {} });
+    const k = `${ref} ${formatPlatform(platform)}`;
+    let p = this.resolved.get(k);
+    if (!p) {
+      p = resolve(ref, platform).catch((err: unknown) => {
+        throw new ObdkitError('ERESOLVE', `failed to resolve source metadata for ${ref}: ${(err as Error).message}`, {
+          file: df.file,
+          line: ins.line,
+          ref,
+        }, { cause: err });
+      });
+      this.resolved.set(k, p);
+    }
+    return p;
   }
 
   private async dispatchRun(s: StageState, df: ParsedDockerfile, ins: Instruction, onbuild: boolean, states: StageState[]): Promise<void> {
@@ -812,7 +526,7 @@ class Converter {
 
     for (const f of ins.flags.filter((x) => x.name === 'mount')) {
       const spec = expand(df, ins, () => parseMount(f.value ?? '', (w) => new ShellLex(df.escapeToken).processWord(w, s.env)));
-      mounts.push(this.execMount(s, df, ins, spec, states, inputs));
+      mounts.push(await this.execMount(s, df, ins, spec, states, inputs));
     }
 
     let network: NetworkMode = 'default';
@@ -854,7 +568,7 @@ class Converter {
     s.image.history.push({ created_by: 'RUN ' + args.join(' '), comment: 'buildkit.dockerfile.v0' });
   }
 
-  private execMount(s: StageState, df: ParsedDockerfile, ins: Instruction, m: MountSpec, states: StageState[], inputs: VertexId[]): ExecMount {
+  private async execMount(s: StageState, df: ParsedDockerfile, ins: Instruction, m: MountSpec, states: StageState[], inputs: VertexId[]): Promise<ExecMount> {
     const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
     const wd = s.image.config.WorkingDir || '/';
     const abs = (p: string): string => (p.startsWith('/') ? posix.normalize(p) : posix.join(wd, p));
@@ -865,6 +579,7 @@ class Converter {
         let id = m.id ?? m.source ?? '';
         const target = m.target ? abs(m.target) : m.env ? undefined : `/run/secrets/${posix.basename(id)}`;
         if (id === '' && m.target) id = posix.basename(m.target);
+        if (id === '' && m.env) id = m.env;
         const out: ExecMount = {
           type: 'secret',
           target: target ?? '',
@@ -898,7 +613,7 @@ class Converter {
           gid: m.gid ?? 0,
         };
         if (m.from !== undefined) {
-          out.from = this.sourceVertex(s, df, ins, m.from, states);
+          out.from = await this.sourceVertex(s, df, ins, m.from, states);
           out.source = m.source ? posix.join('/', m.source) : '/';
           inputs.push(out.from);
         }
@@ -906,7 +621,7 @@ class Converter {
       }
       case 'bind': {
         if (!m.target) throw err('mount destination is required for bind mounts');
-        const from = this.sourceVertex(s, df, ins, m.from, states);
+        const from = await this.sourceVertex(s, df, ins, m.from, states);
         inputs.push(from);
         return { type: 'bind', target: abs(m.target), source: posix.join('/', m.source ?? '/'), from, readonly: m.readonly ?? true };
       }
@@ -941,8 +656,10 @@ class Converter {
     let dest = word(rawDest);
     const wd = s.image.config.WorkingDir || '/';
     if (!dest.startsWith('/')) {
-      const trailing = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
-      dest = posix.join('/', wd, dest) + (trailing && !posix.join('/', wd, dest).endsWith('/') ? '/' : '');
+      // Relative to WORKDIR; `.` and a trailing slash both mean "into this directory".
+      const joined = posix.join('/', wd, dest);
+      const intoDir = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
+      dest = intoDir && !joined.endsWith('/') ? joined + '/' : joined;
     }
     if (sources.length > 1 && !dest.endsWith('/')) {
       throw err(`When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
@@ -1020,7 +737,7 @@ class Converter {
         if (!isAdd) throw err("source can't be a git ref for COPY");
         throw err('ADD of a git repository is not supported by this builder');
       }
-      const fromVertex = this.sourceVertex(s, df, ins, from, states);
+      const fromVertex = await this.sourceVertex(s, df, ins, from, states);
       inputs.push(fromVertex);
       actions.push({ ...base, from: fromVertex, src: [p], unpack: isAdd && unpackFlag !== false });
     }
@@ -1045,58 +762,9 @@ class Converter {
   }
 }
 
-export function findStageIndex(stages: { name: string }[], ref: string): number {
-  if (/^\d+$/.test(ref)) {
-    const i = Number(ref);
-    return i < stages.length ? i : -1;
-  }
-  const lower = ref.toLowerCase();
-  return stages.findIndex((s) => s.name !== '' && s.name === lower);
-}
-
 function findStage(states: StageState[], ref: string): StageState | undefined {
   const i = findStageIndex(states.map((s) => s.def), ref);
   return i < 0 ? undefined : states[i];
-}
-
-export function resolveTarget(df: ParsedDockerfile, stages: StageDef[], target: string | undefined): number {
-  if (!target) return stages.length - 1;
-  const i = stages.findIndex((s) => s.name === target.toLowerCase());
-  if (i < 0) throw new ObdkitError('EDOCKERFILE', `target stage "${target}" could not be found`, { file: df.file });
-  return i;
-}
-
-function emptyImage(p: Platform): ImageConfig {
-  const img: ImageConfig = { os: p.os, architecture: p.architecture, config: { Env: [`PATH=${DEFAULT_PATH}`] }, history: [] };
-  if (p.variant) img.variant = p.variant;
-  return img;
-}
-
-function imageFromResolved(r: ResolvedImage, p: Platform): ImageConfig {
-  const c = r.config;
-  const img: ImageConfig = {
-    os: c.os ?? p.os,
-    architecture: c.architecture ?? p.architecture,
-    config: structuredClone(c.config ?? {}),
-    history: (c.history ?? []).map((h) => ({ created_by: h.created_by ?? '', ...(h.comment ? { comment: h.comment } : {}), ...(h.empty_layer ? { empty_layer: true } : {}) })),
-  };
-  const variant = c.variant ?? p.variant;
-  if (variant) img.variant = variant;
-  if (c.author) img.author = c.author;
-  if (!img.config.Env || !img.config.Env.some((e) => e.startsWith('PATH='))) {
-    img.config.Env = [...(img.config.Env ?? []), `PATH=${DEFAULT_PATH}`];
-  }
-  return img;
-}
-
-function setEnv(list: string[], key: string, value: string): string[] {
-  const entry = `${key}=${value}`;
-  const i = list.findIndex((e) => e === key || e.startsWith(key + '='));
-  // A redefined variable keeps its position, as Docker's config does.
-  if (i < 0) return [...list, entry];
-  const copy = [...list];
-  copy[i] = entry;
-  return copy;
 }
 
 function parseChown(s: string): ChownOpt {
@@ -1132,20 +800,6 @@ function summarizeHeredoc(doc: string): string {
   return lines[0]! + (lines.length > 1 ? '...' : '');
 }
 
-/** `80`, `80/udp`, `8000-8002/tcp` -> `80/tcp`, ... */
-function parsePortSpec(spec: string): string[] {
-  const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec);
-  if (!m) throw new Error(`invalid containerPort: ${spec}`);
-  const lo = Number(m[1]);
-  const hi = m[2] ? Number(m[2]) : lo;
-  const proto = (m[3] ?? 'tcp').toLowerCase();
-  if (lo < 1 && hi < 1) throw new Error(`invalid containerPort: ${spec}`);
-  if (hi < lo || hi > 65535) throw new Error(`invalid range specified for container port: ${spec}`);
-  const out: string[] = [];
-  for (let p = lo; p <= hi; p++) out.push(`${p}/${proto}`);
-  return out;
-}
-
 /** Keeps only what `target` needs: unused stages leave nothing behind. */
 function pruneGraph(graph: BuildGraph, target: VertexId): BuildGraph {
   const out: BuildGraph = { vertices: {} };
@@ -1160,4 +814,3 @@ function pruneGraph(graph: BuildGraph, target: VertexId): BuildGraph {
   return out;
 }
 
-export type { Flag };

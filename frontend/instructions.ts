@@ -1,7 +1,7 @@
-// Dockerfile text -> instructions, before any expansion. dockerfile-ast finds where each instruction starts
-// and which parser directives apply; this module then rebuilds each logical line the way BuildKit's parser
-// does (continuation lines joined, comment and blank lines inside dropped, leading whitespace of
-// continuation lines kept), splits off `--flags`, and collects heredoc bodies. The argument forms
+// Dockerfile text -> instructions, before any expansion. dockerfile-ast reads the parser directives
+// (`# escape=`, `# syntax=`); this module then scans lines the way BuildKit's parser does (continuation
+// lines joined, comment and blank lines inside dropped, leading whitespace of continuation lines kept),
+// splits off `--flags`, and collects heredoc bodies. The argument forms
 // (JSON arrays, `k=v` lists, whitespace lists) are parsed by the helpers at the bottom; `convert.ts` decides
 // what each instruction means and which words are expanded.
 import { DockerfileParser } from 'dockerfile-ast';
@@ -71,24 +71,30 @@ export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDock
   const directiveLines = new Set(df.getDirectives().map((d) => d.getRange().start.line));
   const contRe = new RegExp('\\' + escapeToken + '[ \\t]*$');
 
+  // Instruction boundaries follow BuildKit's line scanner (heredoc bodies included); dockerfile-ast's
+  // editor-oriented instruction ranges differ in corner cases, so only its directives are used.
   const out: Instruction[] = [];
-  let prevEnd = -1; // 0-based index of the last line consumed by the previous instruction
-  for (const ins of df.getInstructions()) {
-    const start = ins.getRange().start.line;
-    if (start <= prevEnd) continue; // a heredoc body that dockerfile-ast read as an instruction
-    const comments: string[] = [];
-    for (let i = prevEnd + 1; i < start; i++) {
-      if (directiveLines.has(i)) continue;
-      const t = lines[i]!.trimStart();
-      if (!t.startsWith('#')) continue;
-      const c = t.slice(1).trim();
-      if (c === '') comments.length = 0;
-      else comments.push(c);
+  const comments: string[] = [];
+  let next = 0;
+  while (next < lines.length) {
+    const start = next;
+    const t = lines[start]!.trimStart();
+    if (t === '' || contRe.test(t) && t.replace(contRe, '').trim() === '') {
+      next++;
+      continue;
     }
-
+    if (t.startsWith('#')) {
+      if (!directiveLines.has(start)) {
+        const c = t.slice(1).trim();
+        if (c === '') comments.length = 0;
+        else comments.push(c);
+      }
+      next++;
+      continue;
+    }
     // Rebuild the logical line.
     let i = start;
-    let first = lines[i]!.trimStart();
+    let first = t;
     let logical: string;
     let cont = contRe.test(first);
     logical = cont ? first.replace(contRe, '') : first;
@@ -135,8 +141,9 @@ export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDock
         heredocs.push({ ...spec, content });
       }
     }
-    prevEnd = i;
-    out.push({ keyword, line: lineNo, endLine: i + 1, original: logical.trim(), flags, rest: rest.trim(), heredocs, comments });
+    next = i + 1;
+    out.push({ keyword, line: lineNo, endLine: i + 1, original: logical.trim(), flags, rest: rest.trim(), heredocs, comments: [...comments] });
+    comments.length = 0;
   }
   if (out.length === 0) throw dockerfileError('file with no instructions', file, lines.length);
   return { file, escapeToken, syntax, instructions: out, source: text };
@@ -205,6 +212,39 @@ function heredocsFromLine(line: string): Omit<Heredoc, 'content'>[] {
     if (h) out.push(h);
   }
   return out;
+}
+
+// ---- flags ----
+
+/** Runs an expansion/parsing step, turning its failure into an error at the instruction's line. */
+export function expand<T>(df: ParsedDockerfile, ins: Instruction, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw dockerfileError((err as Error).message, df.file, ins.line, err);
+  }
+}
+
+export function allowFlags(df: ParsedDockerfile, ins: Instruction, allowed: string[]): void {
+  for (const f of ins.flags) {
+    if (!allowed.includes(f.name)) throw dockerfileError(`unknown flag: ${f.name}`, df.file, ins.line);
+  }
+}
+
+/** The last value given for a flag (`''` for a bare `--flag`). */
+export function flagValue(ins: Instruction, name: string): string | undefined {
+  const fl = ins.flags.filter((f) => f.name === name);
+  const last = fl[fl.length - 1];
+  return last ? (last.value ?? '') : undefined;
+}
+
+export function boolFlag(df: ParsedDockerfile, ins: Instruction, name: string): boolean | undefined {
+  const fl = ins.flags.filter((f) => f.name === name);
+  if (fl.length === 0) return undefined;
+  const v = fl[fl.length - 1]!.value;
+  if (v === null || v === '' || v.toLowerCase() === 'true') return true;
+  if (v.toLowerCase() === 'false') return false;
+  throw dockerfileError(`expecting boolean value for flag ${name}, not: ${v}`, df.file, ins.line);
 }
 
 // ---- argument forms -------------------------------------------------------------------------------

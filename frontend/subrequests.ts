@@ -9,7 +9,7 @@ import {
   splitStages,
   docComment,
   type StageDef,
-} from './convert.js';
+} from './stages.js';
 import { parseDockerfile, type Instruction, type ParsedDockerfile } from './instructions.js';
 import { hostPlatform, platformArgs } from './platform.js';
 import { ShellLex } from './shell-lex.js';

@@ -142,9 +142,8 @@ export function planCommit(mappings: readonly Mapping[]): CommitPlan {
 }
 
 /**
- * The sealed layer's bytes, in file order, as chunks of at most about 1 MiB. Consumers must be done
- * with (or copy) a chunk before asking for the next one only if they keep it beyond that: chunks are
- * never reused, so keeping them is safe.
+ * The sealed layer's bytes, in file order, as chunks of at most 1 MiB (header and trailer are their
+ * own 4 KiB chunks). Chunks are never reused, so a consumer may keep them.
  */
 export async function* commitLayer(source: LayerView, opts: CommitOptions = {}): AsyncGenerator<Buffer> {
   const userTag = userTagBytes(opts.userTag);
@@ -167,8 +166,8 @@ export async function* commitLayer(source: LayerView, opts: CommitOptions = {}):
   for (const m of mappings) {
     if (m.length <= 0) continue;
     if (m.zeroed) continue;
-    for (let done = 0; done < m.length; done += IO_SECTORS) {
-      const n = Math.min(IO_SECTORS, m.length - done);
+    for (let done = 0, n = 0; done < m.length; done += n) {
+      n = Math.min(IO_SECTORS - pendingBytes / SECTOR_SIZE, m.length - done);
       const at = (m.moffset + done) * SECTOR_SIZE;
       const buf = data.pread(at, n * SECTOR_SIZE);
       if (buf.length !== n * SECTOR_SIZE) {

@@ -14,6 +14,8 @@ export interface CompressedBatch {
   lengths: Uint32Array;
   /** The input's ArrayBuffer, handed back for reuse. */
   input: ArrayBuffer;
+  /** The ArrayBuffer under `data`, reusable as `output` of a later call once `data` is consumed. */
+  output: ArrayBuffer;
 }
 
 interface Task {
@@ -47,12 +49,17 @@ export class CompressPool {
 
   /**
    * Compresses `length` bytes of `input` (a whole number of `blockSize` blocks, the last may be short).
-   * `input` is transferred to a worker: the caller must not touch it until it comes back in the result.
+   * `input` (and `output`, a spare buffer to compress into) is transferred to a worker: the caller must
+   * not touch either until they come back in the result.
    */
-  compress(algorithm: ZFileAlgorithm, blockSize: number, input: ArrayBuffer, length: number): Promise<CompressedBatch> {
+  compress(
+    algorithm: ZFileAlgorithm, blockSize: number, input: ArrayBuffer, length: number, output?: ArrayBuffer,
+  ): Promise<CompressedBatch> {
     if (this.closed) return Promise.reject(new Error('compress pool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ req: { id: this.nextId++, algorithm, blockSize, input, length }, resolve, reject });
+      const req: CompressRequest = { id: this.nextId++, algorithm, blockSize, input, length };
+      if (output) req.output = output;
+      this.queue.push({ req, resolve, reject });
       this.pump();
     });
   }
@@ -74,7 +81,7 @@ export class CompressPool {
       const task = this.queue.shift()!;
       slot.task = task;
       slot.worker.ref();
-      slot.worker.postMessage(task.req, [task.req.input]);
+      slot.worker.postMessage(task.req, task.req.output ? [task.req.input, task.req.output] : [task.req.input]);
     }
   }
 
@@ -88,7 +95,11 @@ export class CompressPool {
       worker.unref();
       if (task) {
         if ('error' in reply) task.reject(new Error(`compression worker failed: ${reply.error}`));
-        else task.resolve({ data: Buffer.from(reply.output, 0, reply.used), lengths: reply.lengths, input: reply.input });
+        else {
+          task.resolve({
+            data: Buffer.from(reply.output, 0, reply.used), lengths: reply.lengths, input: reply.input, output: reply.output,
+          });
+        }
       }
       this.pump();
     });

@@ -12,6 +12,8 @@ export interface CompressRequest {
   blockSize: number;
   input: ArrayBuffer;
   length: number;
+  /** A spare output buffer to fill, if big enough (saves allocating and faulting in fresh memory). */
+  output?: ArrayBuffer;
 }
 
 /** Worker → main thread. `output` holds `used` bytes: block0 crc0 block1 crc1 …; `input` is handed back. */
@@ -27,7 +29,8 @@ function compressBatch(req: CompressRequest): CompressReply {
   const input = new Uint8Array(req.input, 0, req.length);
   const blocks = Math.ceil(req.length / req.blockSize);
   const slot = compressBound(req.algorithm, req.blockSize) + 4;
-  const output = new ArrayBuffer(blocks * slot);
+  const need = blocks * slot;
+  const output = req.output && req.output.byteLength >= need ? req.output : new ArrayBuffer(need);
   const out = Buffer.from(output);
   const lengths = new Uint32Array(blocks);
   let used = 0;

@@ -23,10 +23,13 @@ export interface UnwrappedLayer {
   zfile: ZFileHeaderInfo | null;
 }
 
-/** Detects tar → ZFile → raw by content (§0.3) and returns the LSMT view. FormatError on bad wrappers. */
+/**
+ * Detects tar → ZFile → raw by content and returns the LSMT view. Bad wrappers raise FormatError; for
+ * a tar-wrapped ZFile the error names `<blob>[tar@1536]` and the offset inside that payload.
+ */
 export function unwrapLayerBlob(ra: RandomAccess): UnwrappedLayer {
   const tar = detectTar(ra);
-  const inner = tar ? new SliceRandomAccess(ra, tar.payloadOffset, tar.payloadLength, `${ra.name}[tar]`) : ra;
+  const inner = tar ? new SliceRandomAccess(ra, tar.payloadOffset, tar.payloadLength, `${ra.name}[tar@${tar.payloadOffset}]`) : ra;
   if (looksLikeZFileHeader(inner.pread(0, ZFILE_HEADER_SIZE))) {
     const reader = new ZFileReader(inner);
     return { lsmt: reader, tar, zfile: reader.layout.info };

@@ -8,7 +8,7 @@ import type { RandomAccess } from './io.js';
 import { type HeaderTrailer, HT_SPACE, OFF_FLAGS, OFF_INDEX_OFFSET, OFF_INDEX_SIZE, isDataFile, isHeader, isSealed, parseHeaderTrailer } from './lsmt-header.js';
 import { type LayerRead, type LayerView, checkSectorAligned, readThroughMappings } from './lsmt-layer.js';
 import { type Mapping, RECORD_SIZE, SECTOR_SIZE, decodeMapping, isInvalidRecord } from './segment.js';
-import { lookupSorted } from './segment-index.js';
+import { SegmentIndex } from './segment-index.js';
 
 /** The reference reader refuses read-only layers with more index records than this (padding included). */
 export const MAX_RO_INDEX_SIZE = 1_000_000;
@@ -24,8 +24,9 @@ export interface SealedLayer extends LayerView {
   readonly parentUuid: string;
   /** Commit message (user tag) as text. */
   readonly userTag: string;
-  /** Valid records only, sorted; tags reset to 0. */
+  /** Valid records only, sorted; tags reset to 0. A fresh array on every access (kept compact inside). */
   readonly records: readonly Mapping[];
+  readonly recordCount: number;
   /** The layer file itself; `moffset * 512` addresses into it. */
   readonly data: RandomAccess;
   mappings(): Mapping[];
@@ -69,32 +70,36 @@ export function openSealedLayer(ra: RandomAccess): SealedLayer {
       field: 'index_offset',
     });
   }
-  const records = loadIndex(ra, indexOffset, trailer.indexSize);
-  const virtualSize = trailer.virtualSize;
-  const userTag = trailer.userTag.toString('utf8');
+  const index = loadIndex(ra, indexOffset, trailer.indexSize);
   return {
     header,
     trailer,
-    virtualSize,
+    virtualSize: trailer.virtualSize,
     uuid: trailer.uuid,
     parentUuid: trailer.parentUuid,
-    userTag,
-    records,
+    userTag: trailer.userTag.toString('utf8'),
+    get records() {
+      return index.toArray();
+    },
+    recordCount: index.size,
     data: ra,
-    mappings: () => records.map((m) => ({ ...m })),
-    lookup: (offset, length) => lookupSorted(records, offset, length),
+    mappings: () => index.toArray(),
+    lookup: (offset, length) => index.lookup(offset, length),
     read(offset, length) {
       checkSectorAligned(offset, length, `read from ${file}`);
-      return readThroughMappings(ra, lookupSorted(records, offset / SECTOR_SIZE, length / SECTOR_SIZE), offset, length);
+      return readThroughMappings(ra, index.lookup(offset / SECTOR_SIZE, length / SECTOR_SIZE), offset, length);
     },
   };
 }
 
-/** Reads, filters and checks the index exactly as the reference reader does. */
-function loadIndex(ra: RandomAccess, indexOffset: number, count: number): Mapping[] {
+/**
+ * Reads, filters and checks the index exactly as the reference reader does. The records arrive sorted,
+ * so filling the index is all appends.
+ */
+function loadIndex(ra: RandomAccess, indexOffset: number, count: number): SegmentIndex {
   const file = ra.name;
   const endSector = Math.floor(indexOffset / SECTOR_SIZE);
-  const out: Mapping[] = [];
+  const out = new SegmentIndex();
   let prev: Mapping | undefined;
   for (let first = 0; first < count; first += INDEX_READ_RECORDS) {
     const n = Math.min(INDEX_READ_RECORDS, count - first);
@@ -126,7 +131,7 @@ function loadIndex(ra: RandomAccess, indexOffset: number, count: number): Mappin
       }
       prev = m;
       // A zero-length record maps nothing; the reference reader keeps it, but it has no effect.
-      if (m.length > 0) out.push(m);
+      if (m.length > 0) out.insert(m);
     }
   }
   return out;

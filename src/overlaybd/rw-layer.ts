@@ -4,6 +4,9 @@
 // leaves a log that replays up to its last complete record. `overlaybd-create data index N` and the
 // overlaybd device daemon produce and consume the same pair; commit.ts seals it into a read-only layer.
 //
+// The sparse form (`overlaybd-create -s`: the disk in place inside the data file, no index) opens
+// read-only, enough to read and commit it.
+//
 // All I/O is synchronous: the block device serves requests from worker threads with blocking calls.
 // Data bytes are written before the record that references them, so a record that made it to disk
 // without its data is recognisable (it points past the data file's end) and dropped on reopen.
@@ -11,6 +14,7 @@ import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, wri
 import { FormatError, ObdkitError } from '../util/errors.js';
 import type { RandomAccess } from './io.js';
 import {
+  type HeaderTrailer,
   FLAG_DATA,
   FLAG_HEADER,
   HT_SPACE,
@@ -27,6 +31,7 @@ import {
 import { type LayerRead, type LayerView, checkSectorAligned, readThroughMappings } from './lsmt-layer.js';
 import { INVALID_RECORD, MAX_LENGTH, type Mapping, RECORD_SIZE, SECTOR_SIZE, decodeMapping, encodeMapping, isInvalidRecord } from './segment.js';
 import { SegmentIndex } from './segment-index.js';
+import { dataExtents } from './rw-sparse.js';
 import { NULL_UUID, isValidUuid, normalizeUuid, randomUuid } from './uuid.js';
 
 /** Writes are cut into pieces of at most this many bytes, one record each, as the reference does. */
@@ -156,7 +161,10 @@ export class RwLayer implements LayerView {
       throw new FormatError(`data file header flags 0x${dataHeader.flags.toString(16)} lack HEADER or DATA`, { file: dataPath, offset: OFF_FLAGS, field: 'flags' });
     }
     if (isSparseRw(dataHeader)) {
-      throw new ObdkitError('ENOTSUP', 'sparse writable layers are not supported (their extents can only be found with SEEK_DATA)', { file: dataPath, offset: OFF_FLAGS, field: 'flags' });
+      if (!readOnly) {
+        throw new ObdkitError('ENOTSUP', 'sparse writable layers can only be opened read-only', { file: dataPath, offset: OFF_FLAGS, field: 'flags' });
+      }
+      return RwLayer.loadSparse(dataPath, indexPath, dataFd, indexFd, dataHeader, dataSize);
     }
     if (indexSize < HT_SPACE) throw new FormatError(`index file truncated inside its ${HT_SPACE}-byte header`, { file: indexPath, offset: indexSize });
     const ih = parseHeaderTrailer(readBlock(indexFd, 0, HT_SPACE), indexPath, 0);
@@ -216,6 +224,37 @@ export class RwLayer implements LayerView {
       for (const at of dropped) writeFully(indexFd, INVALID_RECORD, at, indexPath);
       if (recovery.partialIndexBytes) ftruncateSync(indexFd, layer.indexEnd);
       if (recovery.partialDataBytes) ftruncateSync(dataFd, layer.dataEnd);
+    }
+    return layer;
+  }
+
+  /**
+   * A sparse pair (`overlaybd-create -s`): the data file holds the virtual disk in place after its
+   * header, and the mappings are its allocated extents, cut at 16383 sectors as the reference does.
+   * Discards were holes punched, so they fall through to lower layers after a reopen.
+   */
+  private static loadSparse(dataPath: string, indexPath: string, dataFd: number, indexFd: number, header: HeaderTrailer, dataSize: number): RwLayer {
+    const layer = new RwLayer(dataPath, indexPath, {
+      dataFd,
+      indexFd,
+      dataEnd: dataSize,
+      indexEnd: 0,
+      vsize: header.virtualSize,
+      uuid: header.uuid,
+      parentUuid: header.parentUuid,
+      readOnly: true,
+      recovery: { partialIndexBytes: 0, droppedRecords: 0, partialDataBytes: 0 },
+    });
+    for (const [begin, end] of dataExtents(dataFd, HT_SPACE, dataPath)) {
+      let offset = Math.floor((begin - HT_SPACE) / SECTOR_SIZE);
+      let moffset = Math.floor(begin / SECTOR_SIZE);
+      for (let left = Math.floor((end - begin) / SECTOR_SIZE); left > 0; ) {
+        const n = Math.min(left, MAX_LENGTH);
+        layer.index.insert({ offset, length: n, moffset, zeroed: false, tag: 0 });
+        offset += n;
+        moffset += n;
+        left -= n;
+      }
     }
     return layer;
   }

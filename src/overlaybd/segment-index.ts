@@ -5,13 +5,74 @@
 // cuts on the right moves its file offset along by the trimmed amount (unless zeroed). A device written in
 // 4 KiB pieces can hold millions of records, so the set is a list of sorted chunks (a flat, two-level
 // B-tree): finding the place is a binary search over chunks and then within one, and an insert shifts at
-// most one chunk.
-import { type Mapping, backwardMappingTo, forwardMappingTo, mappingEnd } from './segment.js';
+// most one chunk. Records live in typed arrays (about 20 bytes each instead of a JS object apiece).
+import { MAX_LENGTH, type Mapping, backwardMappingTo, forwardMappingTo, mappingEnd } from './segment.js';
 
-const CHUNK_MAX = 1024;
+/** A chunk splits in two once it holds more than twice this many records. */
+const CHUNK_HALF = 512;
+/** One insert adds at most two records to a chunk (left remainder + new + right remainder - the cut one). */
+const CHUNK_CAPACITY = 2 * CHUNK_HALF + 2;
+const ZEROED_BIT = 0x100;
+
+class Chunk {
+  n = 0;
+  readonly off = new Float64Array(CHUNK_CAPACITY);
+  readonly moff = new Float64Array(CHUNK_CAPACITY);
+  readonly len = new Uint16Array(CHUNK_CAPACITY);
+  /** zeroed flag (bit 8) | tag (bits 0..7) */
+  readonly meta = new Uint16Array(CHUNK_CAPACITY);
+
+  end(i: number): number {
+    return this.off[i]! + this.len[i]!;
+  }
+  lastEnd(): number {
+    return this.end(this.n - 1);
+  }
+  get(i: number): Mapping {
+    const meta = this.meta[i]!;
+    return { offset: this.off[i]!, length: this.len[i]!, moffset: this.moff[i]!, zeroed: (meta & ZEROED_BIT) !== 0, tag: meta & 0xff };
+  }
+  set(i: number, m: Mapping): void {
+    this.off[i] = m.offset;
+    this.len[i] = m.length;
+    this.moff[i] = m.moffset;
+    this.meta[i] = (m.zeroed ? ZEROED_BIT : 0) | (m.tag & 0xff);
+  }
+  /** Moves records [from, n) to start at `to` (either direction). */
+  shift(from: number, to: number): void {
+    if (from === to || from >= this.n) return;
+    this.off.copyWithin(to, from, this.n);
+    this.moff.copyWithin(to, from, this.n);
+    this.len.copyWithin(to, from, this.n);
+    this.meta.copyWithin(to, from, this.n);
+  }
+  /** Index of the first record ending after `offset` (n if none). */
+  firstEndingAfter(offset: number): number {
+    let lo = 0;
+    let hi = this.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.off[mid]! + this.len[mid]! > offset) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+  /** The upper half, moved into a new chunk. */
+  splitOff(): Chunk {
+    const c = new Chunk();
+    const from = CHUNK_HALF;
+    c.n = this.n - from;
+    c.off.set(this.off.subarray(from, this.n));
+    c.moff.set(this.moff.subarray(from, this.n));
+    c.len.set(this.len.subarray(from, this.n));
+    c.meta.set(this.meta.subarray(from, this.n));
+    this.n = from;
+    return c;
+  }
+}
 
 export class SegmentIndex {
-  private chunks: Mapping[][] = [];
+  private chunks: Chunk[] = [];
   private count = 0;
 
   constructor(initial?: Iterable<Mapping>) {
@@ -23,58 +84,62 @@ export class SegmentIndex {
     return this.count;
   }
 
-  /** Overlays `m` (sectors) on the set; `m` is copied. */
+  /** Overlays `m` (sectors; length 1..16383, tag 0..255) on the set. */
   insert(m: Mapping): void {
     if (m.length <= 0) return;
-    const rec: Mapping = { offset: m.offset, length: m.length, moffset: m.moffset, zeroed: m.zeroed, tag: m.tag };
-    const end = rec.offset + rec.length;
+    if (m.length > MAX_LENGTH) throw new RangeError(`a record covers at most ${MAX_LENGTH} sectors, got ${m.length}`);
+    const end = m.offset + m.length;
     const chunks = this.chunks;
-    const ci = this.chunkFor(rec.offset);
+    const ci = this.chunkFor(m.offset);
     if (ci === chunks.length) {
-      // Everything already stored ends at or before rec.offset: the common sequential-write case.
-      const last = chunks[chunks.length - 1];
-      if (last && last.length < CHUNK_MAX) last.push(rec);
-      else chunks.push([rec]);
+      // Everything stored ends at or before m.offset: the common sequential-write case.
+      let last = chunks[chunks.length - 1];
+      if (!last || last.n >= 2 * CHUNK_HALF) {
+        last = new Chunk();
+        chunks.push(last);
+      }
+      last.set(last.n++, m);
       this.count++;
       return;
     }
     const chunk = chunks[ci]!;
-    const i = firstEndingAfter(chunk, rec.offset);
+    const i = chunk.firstEndingAfter(m.offset);
     const replacement: Mapping[] = [];
-    const first = chunk[i]!;
-    if (first.offset < rec.offset) replacement.push(backwardMappingTo(first, rec.offset));
-    replacement.push(rec);
+    if (chunk.off[i]! < m.offset) replacement.push(backwardMappingTo(chunk.get(i), m.offset));
+    replacement.push(m);
 
-    // Remove every record that starts before `end`, from (ci, i) on; they may span several chunks.
-    let lastRemoved: Mapping | undefined;
-    let removed = 0;
+    // Records starting before `end`, from (ci, i) on, are removed; they may span several chunks.
     let j = i;
-    while (j < chunk.length && chunk[j]!.offset < end) lastRemoved = chunk[j++];
-    removed += j - i;
-    const spliceAt = i;
-    const spliceCount = j - i;
-    const nextCi = ci + 1;
+    while (j < chunk.n && chunk.off[j]! < end) j++;
+    let lastRemoved: Mapping | undefined = j > i ? chunk.get(j - 1) : undefined;
+    let removed = j - i;
     let emptied = 0;
-    if (j === chunk.length) {
-      while (nextCi + emptied < chunks.length) {
-        const c = chunks[nextCi + emptied]!;
+    if (j === chunk.n) {
+      for (let nc = ci + 1; nc < chunks.length; nc++) {
+        const c = chunks[nc]!;
         let k = 0;
-        while (k < c.length && c[k]!.offset < end) lastRemoved = c[k++];
+        while (k < c.n && c.off[k]! < end) k++;
         if (k === 0) break;
+        lastRemoved = c.get(k - 1);
         removed += k;
-        if (k === c.length) {
+        if (k === c.n) {
           emptied++;
           continue;
         }
-        c.splice(0, k);
+        c.shift(k, 0);
+        c.n -= k;
         break;
       }
     }
     if (lastRemoved && mappingEnd(lastRemoved) > end) replacement.push(forwardMappingTo(lastRemoved, end));
-    chunk.splice(spliceAt, spliceCount, ...replacement);
-    if (emptied) chunks.splice(nextCi, emptied);
+
+    // Replace chunk[i, j) by the replacement records.
+    chunk.shift(j, i + replacement.length);
+    chunk.n += replacement.length - (j - i);
+    for (let k = 0; k < replacement.length; k++) chunk.set(i + k, replacement[k]!);
+    if (emptied) chunks.splice(ci + 1, emptied);
     this.count += replacement.length - removed;
-    if (chunk.length > CHUNK_MAX * 2) chunks.splice(ci, 1, chunk.slice(0, CHUNK_MAX), chunk.slice(CHUNK_MAX));
+    if (chunk.n > 2 * CHUNK_HALF) chunks.splice(ci + 1, 0, chunk.splitOff());
   }
 
   /**
@@ -86,36 +151,35 @@ export class SegmentIndex {
     if (length <= 0) return out;
     const end = offset + length;
     for (let ci = this.chunkFor(offset); ci < this.chunks.length; ci++) {
-      const chunk = this.chunks[ci]!;
-      for (let i = out.length === 0 ? firstEndingAfter(chunk, offset) : 0; i < chunk.length; i++) {
-        let m = chunk[i]!;
-        if (m.offset >= end) return out;
+      const c = this.chunks[ci]!;
+      for (let i = out.length === 0 ? c.firstEndingAfter(offset) : 0; i < c.n; i++) {
+        if (c.off[i]! >= end) return out;
+        let m = c.get(i);
         if (m.offset < offset) m = forwardMappingTo(m, offset);
         if (mappingEnd(m) > end) m = backwardMappingTo(m, end);
-        else m = { ...m };
         out.push(m);
       }
     }
     return out;
   }
 
-  /** All records in logical order (live objects: do not modify). */
+  /** All records in logical order (fresh objects). */
   *[Symbol.iterator](): IterableIterator<Mapping> {
-    for (const chunk of this.chunks) yield* chunk;
+    for (const c of this.chunks) for (let i = 0; i < c.n; i++) yield c.get(i);
   }
 
-  /** A sorted copy of all records. */
+  /** A sorted array of all records. */
   toArray(): Mapping[] {
     const out: Mapping[] = new Array(this.count);
     let k = 0;
-    for (const chunk of this.chunks) for (const m of chunk) out[k++] = { ...m };
+    for (const c of this.chunks) for (let i = 0; i < c.n; i++) out[k++] = c.get(i);
     return out;
   }
 
   /** Sectors covered by data (non-zeroed) records. */
   dataSectors(): number {
     let n = 0;
-    for (const chunk of this.chunks) for (const m of chunk) if (!m.zeroed) n += m.length;
+    for (const c of this.chunks) for (let i = 0; i < c.n; i++) if (!(c.meta[i]! & ZEROED_BIT)) n += c.len[i]!;
     return n;
   }
 
@@ -125,24 +189,11 @@ export class SegmentIndex {
     let hi = this.chunks.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const c = this.chunks[mid]!;
-      if (mappingEnd(c[c.length - 1]!) > offset) hi = mid;
+      if (this.chunks[mid]!.lastEnd() > offset) hi = mid;
       else lo = mid + 1;
     }
     return lo;
   }
-}
-
-/** Index of the first record in a sorted chunk that ends after `offset` (chunk.length if none). */
-function firstEndingAfter(chunk: Mapping[], offset: number): number {
-  let lo = 0;
-  let hi = chunk.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (mappingEnd(chunk[mid]!) > offset) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
 }
 
 /**

@@ -31,7 +31,7 @@ export interface ZFileWriteOptions {
   threads?: number;
   /** Uncompressed bytes per worker message, rounded down to whole blocks. Default 1 MiB. */
   batchBytes?: number;
-  /** Batches compressed or queued at once; bounds memory whatever the input size. Default 2 × threads. */
+  /** Batches compressed, queued or being written at once; bounds memory whatever the input size. Default 4 × threads. */
   maxInFlight?: number;
 }
 
@@ -103,10 +103,13 @@ export async function writeZFile(
   checkBlockSize(blockSize);
   const pool = opts.pool ?? new CompressPool(opts.threads);
   const batchBytes = Math.max(blockSize, Math.floor((opts.batchBytes ?? 1 << 20) / blockSize) * blockSize);
-  const maxInFlight = Math.max(1, opts.maxInFlight ?? pool.threads * 2);
+  const maxInFlight = Math.max(1, opts.maxInFlight ?? pool.threads * 4);
   const base = {
     blockSize, algo: algorithmCode(algorithm), level: 0, useDict: 0, dictSize: 0, verify: 1,
   };
+  // Compressed batches are written with positional writes that may overlap one another; only their
+  // number is bounded. Waiting for each write before feeding the workers again would starve them.
+  const writes = new Set<Promise<void>>();
   try {
     const provisional = encodeZFileHeaderTrailer({
       ...base, flags: FLAGS_HEADER_PROVISIONAL, indexOffset: 0, indexSize: 0, originalFileSize: 0, indexCrc: 0,
@@ -118,45 +121,80 @@ export async function writeZFile(
     const spare: ArrayBuffer[] = [];
     let originalSize = 0;
 
+    let writeError: unknown;
+    const spareOut: ArrayBuffer[] = [];
+    const startWrite = (buf: Buffer, at: number, output: ArrayBuffer): void => {
+      const p: Promise<void> = writeAll(fd, buf, at).then(
+        () => {
+          writes.delete(p);
+          if (spareOut.length < maxInFlight) spareOut.push(output);
+        },
+        (err: unknown) => {
+          writes.delete(p);
+          writeError ??= err;
+        },
+      );
+      writes.add(p);
+    };
     const retireOldest = async (): Promise<void> => {
       const batch = await inFlight.shift()!;
-      await writeAll(fd, batch.data, out);
+      while (writes.size >= maxInFlight) await Promise.race(writes);
+      if (writeError) throw writeError;
+      startWrite(batch.data, out, batch.output);
       out += batch.data.length;
       lengths.push(batch.lengths);
       if (batch.input.byteLength === batchBytes && spare.length < maxInFlight) spare.push(batch.input);
     };
     const submit = async (buf: ArrayBuffer, len: number): Promise<void> => {
       while (inFlight.length >= maxInFlight) await retireOldest();
-      const p = pool.compress(algorithm, blockSize, buf, len);
+      const p = pool.compress(algorithm, blockSize, buf, len, spareOut.pop());
       // A rejection is observed when this batch is retired; until then it must not count as unhandled.
       p.catch(() => {});
       inFlight.push(p);
     };
 
-    let cur = spare.pop() ?? new ArrayBuffer(batchBytes);
+    let cur = new ArrayBuffer(batchBytes);
     let view = new Uint8Array(cur);
     let fill = 0;
-    for await (const chunk of source) {
-      let off = 0;
-      while (off < chunk.length) {
-        const n = Math.min(chunk.length - off, batchBytes - fill);
-        view.set(chunk.subarray(off, off + n), fill);
-        fill += n;
-        off += n;
-        if (fill === batchBytes) {
-          await submit(cur, fill);
-          originalSize += fill;
-          cur = spare.pop() ?? new ArrayBuffer(batchBytes);
-          view = new Uint8Array(cur);
-          fill = 0;
+    const full: Array<[ArrayBuffer, number]> = [];
+    const it = source[Symbol.asyncIterator]();
+    let pending = it.next();
+    try {
+      for (;;) {
+        const r = await pending;
+        if (r.done) break;
+        const chunk = r.value;
+        for (let off = 0; off < chunk.length; ) {
+          const n = Math.min(chunk.length - off, batchBytes - fill);
+          view.set(chunk.subarray(off, off + n), fill);
+          fill += n;
+          off += n;
+          if (fill === batchBytes) {
+            full.push([cur, fill]);
+            originalSize += fill;
+            cur = spare.pop() ?? new ArrayBuffer(batchBytes);
+            view = new Uint8Array(cur);
+            fill = 0;
+          }
         }
+        // The chunk is copied, so the source may reuse it: let it produce the next one (its reads
+        // overlap with compression) while the full batches go out.
+        pending = it.next();
+        pending.catch(() => {});
+        for (const [buf, len] of full.splice(0)) await submit(buf, len);
       }
+    } catch (err) {
+      // Let the source release what it holds (files, buffers); its own error is secondary here.
+      void Promise.resolve(it.return?.()).catch(() => {});
+      throw err;
     }
     if (fill > 0) {
       await submit(cur, fill);
       originalSize += fill;
     }
     while (inFlight.length > 0) await retireOldest();
+    await Promise.all(writes);
+    if (writeError) throw writeError;
 
     const table = lengths.toBuffer();
     const indexOffset = out - position;
@@ -173,6 +211,8 @@ export async function writeZFile(
     }
     return { compressedSize: out - position, originalSize, blockCount: lengths.length, header, trailer };
   } finally {
+    // Never return (or throw) with writes still landing on an fd the caller is about to close.
+    await Promise.allSettled(writes);
     if (!opts.pool) await pool.close();
   }
 }

@@ -130,13 +130,18 @@ export class Authenticator {
       return c !== undefined && sent !== basicHeader(c);
     }
     if (ch.scheme !== 'bearer') return false;
+    if (ch.params.error === 'insufficient_scope' && sent !== undefined && sent.startsWith('Bearer ')) {
+      // The token was valid but does not grant this: a new one would say the same.
+      return false;
+    }
     const key = tokenKey(host, scopes);
     const cached = this.tokens.get(key);
     if (cached && cached.header === sent) {
       this.tokens.delete(key);
       return true;
     }
-    return sent === undefined || !sent.startsWith('Bearer ') || cached === undefined;
+    // Anything else (no token sent, or another request already refreshed it) is worth one more try.
+    return true;
   }
 
   private async token(host: string, ch: Challenge, scopes: readonly string[]): Promise<CachedToken> {

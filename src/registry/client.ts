@@ -136,7 +136,8 @@ export class RegistryClient {
     const attempts = retry ? this.retryPolicy.attempts : 1;
     const scopes = [scopeFor(req.ref.repository, req.actions), ...(req.extraScopes ?? [])];
     const ctx = { ref: formatReference(req.ref), host: req.ref.host, op: req.op, scope: req.actions.join(',') };
-    let authRetried = false;
+    // One retry to learn the challenge, one more if the token we sent was refused (expired or revoked).
+    let authRetries = 0;
     for (let attempt = 1; ; attempt++) {
       let res: SendResult;
       const sentAuth = await this.auth.authorization(req.ref.host, scopes);
@@ -151,15 +152,16 @@ export class RegistryClient {
         }
         throw registryNetworkError(err, ctx, this.scheme(req.ref.host));
       }
-      if (res.status === 401 && !res.crossHost && !authRetried) {
+      if (res.status === 401 && !res.crossHost && authRetries < 2) {
         const www = header(res.headers, 'www-authenticate');
         await res.body.dump();
         if (await this.auth.onUnauthorized(req.ref.host, scopes, www, sentAuth)) {
-          authRetried = true;
+          authRetries++;
           attempt--;
           continue;
         }
-        throw registryHttpError(401, '', ctx);
+        const denied = www !== undefined && /error="?insufficient_scope/.test(www);
+        throw registryHttpError(denied ? 403 : 401, '', ctx);
       }
       if (res.status >= 400 && !(req.accept ?? []).includes(res.status)) {
         const text = req.method === 'HEAD' ? '' : await res.body.text().catch(() => '');

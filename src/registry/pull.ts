@@ -60,6 +60,10 @@ export async function getManifest(client: RegistryClient, ref: ImageReference): 
   if (ref.digest && digest !== ref.digest) {
     throw new ObdkitError('EDIGEST_MISMATCH', `manifest digest mismatch: asked for ${ref.digest}, got bytes with ${digest}`, { ref: refText });
   }
+  const said = header(res.headers, 'docker-content-digest');
+  if (!ref.digest && said && said !== digest) {
+    throw new ObdkitError('EDIGEST_MISMATCH', `registry says the manifest is ${said}, its bytes hash to ${digest}`, { ref: refText });
+  }
   const parsed = parseManifestBytes(bytes, refText, header(res.headers, 'content-type'));
   return { bytes, mediaType: parsed.mediaType, digest, parsed };
 }

@@ -279,8 +279,9 @@ export class RemoteBlob {
       const n = Math.min(b.length, want - got);
       b.copy(out, got, 0, n);
       got += n;
-      if (got === want) {
-        if (status !== 206) body.destroy();
+      // A whole-blob 200 is cut off here; a 206 is read to its end so the connection can be reused.
+      if (got === want && status !== 206) {
+        body.destroy();
         break;
       }
     }

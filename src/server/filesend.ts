@@ -14,7 +14,7 @@ import type { CallMetadata, SessionClient } from './session-client.js';
 export const FILESEND_DIFFCOPY = '/moby.filesync.v1.FileSend/DiffCopy';
 
 const BYTES_CHUNK = 3 << 20;
-const DATA_CHUNK = 32 << 10;
+const DATA_CHUNK = 1 << 20;
 
 function sendMetadata(exporterIndex: number, extra: Record<string, string>): CallMetadata {
   const md: CallMetadata = { 'buildkit-attachable-exporter-id': String(exporterIndex) };

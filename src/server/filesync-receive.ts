@@ -3,7 +3,7 @@
 // entry; we create directories, symlinks and hardlinks straight away, request every regular file by its
 // implicit id (the count of STAT packets before it), and write the DATA chunks as they come, so a large
 // context streams through with HTTP/2 flow control as the only buffer.
-import { lchown, link, lutimes, mkdir, open, rm, symlink, chmod, utimes, type FileHandle } from 'node:fs/promises';
+import { chmod, lchown, link, lutimes, mkdir, open, rm, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ObdkitError } from '../util/errors.js';
 import { log } from '../util/log.js';
@@ -71,7 +71,8 @@ function checkPath(p: string, dirName: string): void {
 }
 
 async function applyMeta(abs: string, stat: Stat, kind: 'file' | 'dir' | 'symlink', owner: boolean): Promise<void> {
-  const secs = Number(stat.modTime) / 1e9;
+  // Whole seconds and the fraction separately: one float division of the nanosecond count loses a step.
+  const secs = Number(stat.modTime / 1_000_000_000n) + Number(stat.modTime % 1_000_000_000n) / 1e9;
   if (kind === 'symlink') {
     if (owner) await lchown(abs, stat.uid, stat.gid);
     await lutimes(abs, secs, secs);
@@ -133,6 +134,9 @@ export async function receiveDir(session: SessionClient, opts: ReceiveDirOptions
             await rm(abs, { force: true, recursive: true });
             await link(join(opts.dest, st.linkname), abs);
           } else if (kind === 'file') {
+            // Create the inode now: a later hardlink entry may name this file before its data arrives.
+            await rm(abs, { force: true, recursive: true });
+            await writeFile(abs, '', { mode: 0o600 });
             files.set(id, { path: st.path, abs, stat: st });
             stats.files++;
             await send({ type: Packet_PacketType.PACKET_REQ, ID: id });
@@ -146,10 +150,7 @@ export async function receiveDir(session: SessionClient, opts: ReceiveDirOptions
           const f = files.get(p.ID);
           if (!f) fail(`DATA for unknown or finished file id ${p.ID}`);
           const file = f as PendingFile;
-          if (!file.handle) {
-            await rm(file.abs, { force: true, recursive: true });
-            file.handle = await open(file.abs, 'w', 0o600);
-          }
+          if (!file.handle) file.handle = await open(file.abs, 'r+');
           if (p.data.length === 0) {
             await file.handle.close();
             file.handle = undefined;

@@ -95,7 +95,9 @@ export class Solver<R = unknown> {
       if (p) return p;
       const v = graph.vertices[id]!;
       const key = keys.get(id)!;
-      p = this.shared(key, () => this.run(v, key, opts, signal, emit, solveVertex), v, emit);
+      // A solve that must not reuse results may not join one that may: they share work only within a mode.
+      const flight = opts.noCache || v.ignoreCache ? `${key}#nocache` : key;
+      p = this.shared(flight, () => this.run(v, key, opts, signal, emit, solveVertex), v, emit);
       memo.set(id, p);
       return p;
     };
@@ -104,14 +106,14 @@ export class Solver<R = unknown> {
     return { result: r.result, key: keys.get(target)!, cached: r.cached };
   }
 
-  /** Joins an execution already running for `key`, or starts one. */
+  /** Joins an execution already running under `flight` (cache key + mode), or starts one. */
   private shared(
-    key: string,
+    flight: string,
     start: () => Promise<{ result: R; cached: boolean }>,
     v: Vertex,
     emit: (v: Vertex, e: { type: 'started' | 'cached' | 'completed' } | { type: 'error'; error: string }) => void,
   ): Promise<{ result: R; cached: boolean }> {
-    const running = this.inflight.get(key);
+    const running = this.inflight.get(flight);
     if (running) {
       // Another solve is doing this exact step: show it here too, and wait for its outcome.
       emit(v, { type: 'started' });
@@ -127,9 +129,9 @@ export class Solver<R = unknown> {
       );
     }
     const p = start();
-    this.inflight.set(key, p);
+    this.inflight.set(flight, p);
     const clear = (): void => {
-      if (this.inflight.get(key) === p) this.inflight.delete(key);
+      if (this.inflight.get(flight) === p) this.inflight.delete(flight);
     };
     p.then(clear, clear);
     return p;

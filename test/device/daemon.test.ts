@@ -7,7 +7,10 @@ import { Command } from 'commander';
 import { execa } from 'execa';
 import { registerMountCommands } from '../../src/cli/mount.js';
 import { startDaemon, stopDaemon } from '../../worker/mount/launcher.js';
-import { pidAlive } from '../../worker/mount/state.js';
+import { deviceDir, pidAlive } from '../../worker/mount/state.js';
+import { cleanupStale } from '../../worker/mount/teardown.js';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { cleanAll, leftovers, sh, skipReason, tempDir, TEST_RUN_DIR } from './helpers.js';
 
 const skip = skipReason();
@@ -34,6 +37,24 @@ describe('device daemon', { skip }, () => {
       assert.equal(await sh(`cmp ${t.path}/src ${mp}/file && echo same`), 'same');
       await cli('umount', '--run-dir', TEST_RUN_DIR, mp);
       assert.deepEqual(await leftovers(), []);
+    } finally {
+      await cleanAll();
+      t.cleanup();
+    }
+  });
+
+  test('after a crash that also lost the state file, the next start finds the FUSE mount, loop and ext4 mount and removes them', async () => {
+    const t = tempDir('stale');
+    try {
+      const mp = `${t.path}/mnt`;
+      const d = await startDaemon(TEST_RUN_DIR, { mountpoint: mp, lowers: [], writableDir: `${t.path}/w` });
+      process.kill(d.pid, 'SIGKILL');
+      while (pidAlive(d.pid)) await new Promise((res) => setTimeout(res, 20));
+      rmSync(join(deviceDir(TEST_RUN_DIR, d.id), 'state.json'));
+      assert.notDeepEqual(await leftovers(), []);
+      await cleanupStale(TEST_RUN_DIR);
+      assert.deepEqual(await leftovers(), []);
+      assert.equal(await sh(`grep -c " ${mp} " /proc/mounts || true`), '0');
     } finally {
       await cleanAll();
       t.cleanup();

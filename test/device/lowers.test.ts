@@ -4,10 +4,12 @@
 // lower layer that fails under a live device surfaces as EIO.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, symlinkSync, truncateSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
+import { open as openAsync } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { FuseLoopSnapshotter } from '../../worker/device/fuse-loop-snapshotter.js';
+import type { RemoteFetcher } from '../../worker/device/remote-channel.js';
 import { cleanAll, leftovers, oracleDir, sh, skipReason, tempDir, TEST_RUN_DIR } from './helpers.js';
 
 const samples = new URL('../../../testdata/overlaybd-samples/', import.meta.url).pathname;
@@ -113,6 +115,43 @@ describe('lower layers', { skip }, () => {
       assert.equal(await sh(`cd ${v.mountpoint} && sha256sum a/b/big a/s a/l && readlink a/l`), want);
     } finally {
       await snap.remove(v);
+    }
+  });
+
+  test('remote lowers are read through the main thread (async fetcher) and match pattern.raw; failed fetches are EIO', async () => {
+    const blob = join(samples, 'pattern.commit.lz4.zfile.tar');
+    let failing = false;
+    let fetches = 0;
+    // Stands in for the registry client: asynchronous reads on the main thread, by digest.
+    const remote: RemoteFetcher = {
+      async fetch(spec, offset, length) {
+        fetches++;
+        if (failing) throw new Error('registry unreachable');
+        assert.equal(spec.digest, 'sha256:pattern');
+        const fh = await openAsync(blob, 'r');
+        try {
+          const buf = Buffer.alloc(length);
+          const { bytesRead } = await fh.read(buf, 0, length, offset);
+          return buf.subarray(0, bytesRead);
+        } finally {
+          await fh.close();
+        }
+      },
+    };
+    const rsnap = new FuseLoopSnapshotter({ runDir: TEST_RUN_DIR, workers: 2, remote });
+    const spec = { kind: 'remote' as const, digest: 'sha256:pattern', size: statSync(blob).size, dir: t.path, repoBlobUrl: 'http://registry.invalid/v2/x/blobs' };
+    const h = await rsnap.view([spec], { filesystem: 'none' });
+    try {
+      assert.equal(await sh(`dd if=${h.device} bs=64k count=2 iflag=direct status=none | cmp - <(head -c 131072 ${samples}/pattern.raw) && echo same`), 'same');
+      assert.ok(fetches > 0);
+      failing = true;
+      // Sectors not read before: the ZFile blocks behind them must be fetched, and that fails.
+      const r = await sh(`dd if=${h.device} of=/dev/null bs=4k skip=64 count=1 iflag=direct 2>&1; echo rc=$?`, 30_000).catch((e: Error) => e.message);
+      assert.match(r, /Input\/output error/);
+      failing = false;
+      assert.equal(await sh(`dd if=${h.device} bs=1M count=1 iflag=direct status=none | cmp - ${samples}/pattern.raw && echo same`), 'same');
+    } finally {
+      await rsnap.remove(h);
     }
   });
 

@@ -27,6 +27,8 @@ import { copyFiles } from '../../worker/exec/copy-files.js';
 import { copyFilesInWorker } from '../../worker/exec/copy-worker.js';
 import { addFiles } from '../../worker/exec/add-files.js';
 import { detectCompression } from '../../worker/exec/archive.js';
+import { parseChmod } from '../../worker/exec/chmod-spec.js';
+import { mkdirInRoot, mkfileInRoot } from '../../worker/exec/file-actions.js';
 import { readXattrs, writeXattrs } from '../../worker/exec/xattr.js';
 import { makeBusyboxRootfs, tempDir } from './fixtures.js';
 
@@ -151,6 +153,35 @@ describe('copyFiles', () => {
     assert.equal(readFileSync(join(root, outside, 'top.txt'), 'utf8'), 'top');
     assert.ok(existsSync(join(root, outside, 'tree/sub/deep')));
     assert.equal(lstatSync(join(root, 'etc/conf')).isFile(), true);
+  });
+
+  test('symbolic --chmod, directory itself (dirContents false), and a source link copied as a link', () => {
+    const ctx = makeContext();
+    const root = newRootfs();
+    copyFiles({ srcRoot: ctx, sources: ['a'], destRoot: root, dest: '/sym/', chmod: 'go-rwx,u+X' });
+    assert.equal(lstatSync(join(root, 'sym/f')).mode & 0o7777, 0o600);
+    assert.equal(lstatSync(join(root, 'sym/exec')).mode & 0o7777, 0o4700);
+    assert.equal(lstatSync(join(root, 'sym/sub')).mode & 0o7777, 0o700);
+    assert.equal(parseChmod('a=rX')(0o644, true), 0o555);
+    assert.equal(parseChmod('0755')(0o600, false), 0o755);
+    assert.throws(() => parseChmod('u+q'), { code: 'ECHMOD' });
+    copyFiles({ srcRoot: ctx, sources: ['a'], destRoot: root, dest: '/whole/', dirContents: false });
+    assert.ok(existsSync(join(root, 'whole/a/sub/deep')));
+    symlinkSync('a/f', join(ctx, 'lnk'));
+    copyFiles({ srcRoot: ctx, sources: ['lnk'], destRoot: root, dest: '/l/', followSymlinks: false });
+    assert.equal(readlinkSync(join(root, 'l/lnk')), 'a/f');
+  });
+
+  test('merged-usr: copying lib/ onto a rootfs whose /lib links to usr/lib goes through the link', () => {
+    const ctx = tmp('ctx');
+    mkdirSync(join(ctx, 'tree/lib'), { recursive: true });
+    writeFileSync(join(ctx, 'tree/lib/libx.so'), 'lib');
+    const root = newRootfs();
+    mkdirSync(join(root, 'usr/lib'), { recursive: true });
+    symlinkSync('usr/lib', join(root, 'lib'));
+    copyFiles({ srcRoot: ctx, sources: ['tree'], destRoot: root, dest: '/' });
+    assert.equal(readlinkSync(join(root, 'lib')), 'usr/lib');
+    assert.equal(readFileSync(join(root, 'usr/lib/libx.so'), 'utf8'), 'lib');
   });
 
   test('runs on a worker thread and carries error codes back', async () => {
@@ -296,6 +327,21 @@ describe('ADD', () => {
       );
     });
   });
+});
+
+test('mkdir and mkfile actions place entries inside the rootfs with owner and mode', () => {
+  const root = newRootfs();
+  const outside = tmp('outside');
+  symlinkSync(outside, join(root, 'esc'));
+  mkdirInRoot({ root, path: '/esc/a/b', mode: 0o750, parents: true, chown: 'app' });
+  assert.equal(lstatSync(join(root, outside, 'a/b')).mode & 0o7777, 0o750);
+  assert.equal(lstatSync(join(root, outside, 'a/b')).uid, 1000);
+  assert.throws(() => mkdirInRoot({ root, path: '/no/such/x', mode: 0o755, parents: false }), { code: 'ENOENT' });
+  symlinkSync(join(outside, 'victim'), join(root, 'etc/motd'));
+  mkfileInRoot({ root, path: '/etc/motd', mode: 0o644, data: 'hello' });
+  assert.deepEqual(readdirSync(outside), []);
+  assert.equal(readFileSync(join(root, 'etc/motd'), 'utf8'), 'hello');
+  assert.equal(lstatSync(join(root, 'etc/motd')).mode & 0o7777, 0o644);
 });
 
 test('busybox fixture rootfs resolves for COPY --chown names', () => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { runStep, type RunStepOptions } from '../../worker/exec/run-step.js';
 import { buildRuntimeSpec } from '../../worker/exec/runtime-spec.js';
 import { runcList, runcRun } from '../../worker/exec/runc.js';
+import { recoverStaleSteps } from '../../worker/exec/recover.js';
 import { ObdkitError } from '../../src/util/errors.js';
 import { makeBusyboxRootfs, makeExt4Rootfs, tempDir } from './fixtures.js';
 
@@ -87,6 +88,12 @@ describe('runStep', () => {
     }
   });
 
+  test('the container cgroup lies under /obdkit, outside the caller\'s, and default devices work', async () => {
+    const lines = await run({ args: sh('grep -E "^[0-9]+:memory:" /proc/self/cgroup | cut -d: -f3; echo x > /dev/null; head -c 4 /dev/urandom | wc -c') });
+    assert.match(lines[0]!, /^\/obdkit\/obdkit-[0-9a-f-]+$/);
+    assert.deepEqual(lines.slice(1), ['4']);
+  });
+
   test('a failing step reports command, exit code and the last lines', async () => {
     const script = 'for i in $(seq 1 30); do echo line$i; done; echo boom >&2; exit 3';
     await assert.rejects(run({ args: sh(script) }), (err: unknown) => {
@@ -113,6 +120,15 @@ describe('runStep', () => {
     assert.equal(spawnSync('grep', ['-rlF', 't0ps3cret', root]).status, 1);
   });
 
+  test('a secret can be an environment variable only', async () => {
+    const lines = await run({
+      args: sh('echo "$TOKEN"; ls /run/secrets 2>&1 | wc -l'),
+      mounts: [{ type: 'secret', id: 'tok', env: 'TOKEN', data: Buffer.from('abc') }],
+      network: 'default',
+    });
+    assert.deepEqual(lines, ['abc', '1']);
+  });
+
   test('cache mount persists between runs and stays out of the rootfs', async () => {
     await run({ args: sh('echo kept > /var/cache/x/f'), mounts: [{ type: 'cache', id: 'c1', target: '/var/cache/x' }] });
     const lines = await run({ args: sh('cat /var/cache/x/f'), mounts: [{ type: 'cache', id: 'c1', target: '/var/cache/x' }] });
@@ -120,6 +136,22 @@ describe('runStep', () => {
     const other = await run({ args: sh('ls /var/cache/x | wc -l'), mounts: [{ type: 'cache', id: 'c2', target: '/var/cache/x' }] });
     assert.deepEqual(other, ['0']);
     assert.equal(existsSync(join(root, 'var')), false);
+  });
+
+  test('a cache subpath planted as a symlink by an earlier step stays inside the cache', async () => {
+    const outside = tempDir('outside');
+    try {
+      writeFileSync(join(outside, 'host-file'), 'host');
+      await run({ args: sh(`ln -s ${outside} /c/esc; ln -s ../../../../../../.. /c/up`), mounts: [{ type: 'cache', id: 'c-esc', target: '/c' }] });
+      const a = await run({ args: sh('ls /m | wc -l; touch /m/written'), mounts: [{ type: 'cache', id: 'c-esc', target: '/m', subpath: 'esc' }] });
+      assert.deepEqual(a, ['0']);
+      const b = await run({ args: sh('ls /m'), mounts: [{ type: 'cache', id: 'c-esc', target: '/m', subpath: 'up' }] });
+      // The absolute target of 'esc' was created inside the cache (its /tmp/...), not on the host.
+      assert.deepEqual(b.sort(), ['esc', 'tmp', 'up']);
+      assert.deepEqual(readdirSync(outside), ['host-file']);
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
   });
 
   test('tmpfs mount is a tmpfs and its content is discarded', async () => {
@@ -189,6 +221,33 @@ describe('runStep', () => {
     const ids = await runcList();
     assert.equal(ids.filter((i) => i.startsWith('obdkit-')).length, 0);
     assert.deepEqual(bundlesLeft(), []);
+  });
+
+  test('recovery removes a container and bundle a dead daemon left behind', async () => {
+    // Simulate the leftovers: a bundle and a created (never started) container from it.
+    const id = `obdkit-stale-${process.pid}`;
+    const bundle = join(state, 'bundles', id);
+    mkdirSync(bundle, { recursive: true });
+    const spec = buildRuntimeSpec({
+      rootfs: root,
+      args: ['/bin/true'],
+      env: [],
+      cwd: '/',
+      user: { uid: 0, gid: 0 },
+      hostname: 'x',
+      hostNetwork: false,
+      extraMounts: [],
+      cgroupsPath: `/obdkit/${id}`,
+      nofile: 1024,
+    });
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+    spawnSync('runc', ['create', '--bundle', bundle, id], { stdio: 'ignore' });
+    assert.ok((await runcList()).includes(id));
+    const report = await recoverStaleSteps(state);
+    assert.deepEqual(report.containers, [id]);
+    assert.ok(!(await runcList()).includes(id));
+    assert.deepEqual(bundlesLeft(), []);
+    for (const p of ['proc', 'sys', 'dev']) rmSync(join(root, p), { recursive: true, force: true });
   });
 
   test('an already aborted signal runs nothing', async () => {

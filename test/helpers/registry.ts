@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +33,10 @@ export interface StartRegistryOptions {
   policy?: (user: string | undefined, repository: string, actions: string[]) => string[];
   /** Token lifetime in seconds (default 300). */
   tokenTtlSeconds?: number;
+  /** Token auth: the first N tokens are issued already expired (to exercise refresh after a 401). */
+  expiredTokens?: number;
+  /** Serve https with a self-signed certificate for 127.0.0.1 (PEM in `RunningRegistry.caCert`). */
+  tls?: boolean;
 }
 
 export interface RunningRegistry {
@@ -44,6 +49,8 @@ export interface RunningRegistry {
   users: Record<string, string>;
   /** Token auth only: how many tokens were issued so far. */
   tokensIssued: () => number;
+  /** The registry's self-signed certificate (PEM) when started with `tls`. */
+  caCert?: string;
   /** A bearer token with the given grants (for checking the registry directly in tests). */
   adminToken?: (grants: TokenGrant[]) => string;
   stop(): Promise<void>;
@@ -71,8 +78,8 @@ function b64url(b: Buffer | string): string {
   return Buffer.from(b).toString('base64url');
 }
 
-function makeJwt(key: KeyObject, certDer: Buffer, sub: string, access: TokenGrant[], ttl: number): string {
-  const now = Math.floor(Date.now() / 1000);
+function makeJwt(key: KeyObject, certDer: Buffer, sub: string, access: TokenGrant[], ttl: number, expired = false): string {
+  const now = Math.floor(Date.now() / 1000) - (expired ? 3600 : 0);
   const head = { alg: 'RS256', typ: 'JWT', x5c: [certDer.toString('base64')] };
   const claims = { iss: ISSUER, sub, aud: SERVICE, exp: now + ttl, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access };
   const input = `${b64url(JSON.stringify(head))}.${b64url(JSON.stringify(claims))}`;
@@ -115,7 +122,7 @@ async function startTokenServer(
       if (granted.length) access.push({ type, name, actions: granted });
     }
     issued++;
-    const token = makeJwt(key, certDer, user ?? '', access, ttl);
+    const token = makeJwt(key, certDer, user ?? '', access, ttl, issued <= (opts.expiredTokens ?? 0));
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, access_token: token, expires_in: ttl, issued_at: new Date().toISOString() }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -127,6 +134,18 @@ async function startTokenServer(
     issued: () => issued,
     adminToken: (grants) => makeJwt(key, certDer, 'admin', grants, ttl),
   };
+}
+
+/** GET a URL (trusting `ca` for https) and return the status. */
+function probe(url: string, ca?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsRequest(url, { ca }) : httpRequest(url)).on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 export async function startRegistry(opts: StartRegistryOptions = {}): Promise<RunningRegistry> {
@@ -160,6 +179,15 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       token = await startTokenServer(dir, users, opts);
       authYaml = `auth:\n  token:\n    realm: ${token.realm}\n    service: ${SERVICE}\n    issuer: ${ISSUER}\n    rootcertbundle: ${token.certPath}\n`;
     }
+    let tlsYaml = '';
+    let caCert: string | undefined;
+    if (opts.tls) {
+      const key = join(dir, 'tls.key');
+      const crt = join(dir, 'tls.crt');
+      await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', crt, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+      caCert = await readFile(crt, 'utf8');
+      tlsYaml = `  tls:\n    certificate: ${crt}\n    key: ${key}\n`;
+    }
     const config = [
       'version: 0.1',
       'log:',
@@ -167,6 +195,8 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       '  accesslog:',
       '    disabled: true',
       'storage:',
+      '  cache:',
+      '    blobdescriptor: inmemory',
       '  filesystem:',
       `    rootdirectory: ${join(dir, 'data')}`,
       '  delete:',
@@ -177,6 +207,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       'http:',
       `  addr: 127.0.0.1:${port}`,
       `  secret: ${randomBytes(16).toString('hex')}`,
+      tlsYaml,
       authYaml,
     ].join('\n');
     const configPath = join(dir, 'config.yml');
@@ -190,13 +221,13 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     }
     const spawnError = new Promise<never>((_, reject) => child!.once('error', reject));
     spawnError.catch(() => undefined);
-    const url = `http://127.0.0.1:${port}`;
+    const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
     const deadline = Date.now() + 20_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`registry exited with ${child.exitCode}: ${await readFile(logPath, 'utf8')}`);
       const ok = await Promise.race([
-        fetch(`${url}/v2/`).then(
-          (r) => r.status === 200 || r.status === 401,
+        probe(`${url}/v2/`, caCert).then(
+          (status) => status === 200 || status === 401,
           () => false,
         ),
         spawnError,
@@ -215,6 +246,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       stop: cleanup,
     };
     if (token) running.adminToken = token.adminToken;
+    if (caCert) running.caCert = caCert;
     return running;
   } catch (err) {
     await cleanup();

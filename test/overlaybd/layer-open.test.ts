@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { BufferRandomAccess, FileRandomAccess } from '../../src/overlaybd/io.js';
 import { unwrapLayerBlob, writeLayerBlob } from '../../src/overlaybd/layer-open.js';
 import { sha256File } from '../../src/overlaybd/digest.js';
-import { ZFileReader } from '../../src/overlaybd/zfile.js';
+import { ZFileReader, openZFile } from '../../src/overlaybd/zfile.js';
+import { FormatError } from '../../src/util/errors.js';
 import { repoRoot } from '../helpers/oracle.js';
 
 const samples = join(repoRoot, 'testdata', 'overlaybd-samples');
@@ -38,7 +39,7 @@ test('unwrapLayerBlob detects tar → ZFile → raw by content', () => {
   assert.deepEqual(t.tar, { payloadOffset: 1536, payloadLength: 137988 });
   assert.equal(t.zfile?.flags, 0x1b);
   assert.equal(t.lsmt.pread(0, 4).toString('latin1'), 'LSMT');
-  assert.match(t.lsmt.name, /pattern\.commit\.lz4\.zfile\.tar\[tar\]\[zfile\]$/);
+  assert.match(t.lsmt.name, /pattern\.commit\.lz4\.zfile\.tar\[tar@1536\]\[zfile\]$/);
 });
 
 test('sha256File hashes in a worker and matches node:crypto', async () => {
@@ -88,4 +89,18 @@ test('unwrapLayerBlob on garbage that is neither tar nor ZFile returns it raw', 
   assert.equal(u.tar, null);
   assert.equal(u.zfile, null);
   assert.equal(u.lsmt.size, 5000);
+});
+
+test('a corrupt block inside a tar-wrapped ZFile names the payload and its offset', () => {
+  const blob = Buffer.from(readFileSync(join(samples, 'pattern.commit.lz4.zfile.tar')));
+  const zf = blob.subarray(1536, 1536 + 137988);
+  const layout = openZFile(new BufferRandomAccess(zf));
+  blob[1536 + layout.blockStart[3]! + 1] ^= 0x10;
+  const u = unwrapLayerBlob(new BufferRandomAccess(blob, 'layer.tar'));
+  assert.throws(() => u.lsmt.pread(3 * 4096, 512), (err: unknown) => {
+    assert.ok(err instanceof FormatError);
+    assert.equal(err.context.file, 'layer.tar[tar@1536]');
+    assert.equal(err.context.offset, layout.blockStart[3]);
+    return true;
+  });
 });

@@ -253,15 +253,20 @@ describe('SegmentIndex', () => {
         [1025 * 8, 4, 8 + 1025 * 8],
       ],
     );
-    // A discard over nearly everything collapses the chunks.
-    idx.insert({ offset: 4, length: 5000 * 8 - 8, moffset: 0, zeroed: true, tag: 0 });
+    // A discard spanning several chunks removes whole chunks and trims at both ends.
+    idx.insert({ offset: 4, length: 16379, moffset: 0, zeroed: true, tag: 0 });
     assert.deepEqual(
-      checkInvariants(idx).map((m) => [m.offset, m.length, m.moffset, m.zeroed]),
+      checkInvariants(idx)
+        .slice(0, 4)
+        .map((m) => [m.offset, m.length, m.moffset, m.zeroed]),
       [
         [0, 4, 8, false],
-        [4, 39992, 0, true],
-        [39996, 4, 8 + 39996, false],
+        [4, 16379, 0, true],
+        [16383, 1, 8 + 16383, false],
+        [16384, 8, 8 + 16384, false],
       ],
     );
+    assert.equal(idx.size, 5000 - 2048 + 3);
+    assert.throws(() => idx.insert({ offset: 0, length: 16384, moffset: 0, zeroed: true, tag: 0 }), RangeError);
   });
 });

@@ -197,3 +197,65 @@ describe('403 from a registry', () => {
     }
   });
 });
+
+describe('token refresh after a 401', () => {
+  let reg: RunningRegistry;
+  before(async () => {
+    reg = await startRegistry({ auth: 'token', users: { bob: 'builder' }, expiredTokens: 1 });
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  test('a refused (expired) token is dropped and a fresh one fetched', async () => {
+    const client = new RegistryClient({ dockerConfig: false, credentials: () => ({ username: 'bob', password: 'builder' }) });
+    try {
+      // One scope only: the first token (expired) is refused, the second is accepted, and the
+      // registry's real answer (404: nothing pushed yet) comes through.
+      await assert.rejects(getManifest(client, parseReference(`${reg.host}/tok/refresh:1`)), (err: unknown) => err instanceof ObdkitError && err.code === 'EREG_NOT_FOUND');
+      assert.equal(reg.tokensIssued(), 2);
+      const img = makeImage([10]);
+      const ref = parseReference(`${reg.host}/tok/refresh:1`);
+      await pushImage(client, ref, { manifest: img.manifest, mediaType: img.mediaType, blobs: blobsOf(img) });
+      assert.ok((await getManifest(client, ref)).bytes.equals(img.manifest));
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('https registry with its own CA', () => {
+  let reg: RunningRegistry;
+  before(async () => {
+    reg = await startRegistry({ tls: true });
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  test('trusted through the per-registry CA setting', async () => {
+    const client = new RegistryClient({ dockerConfig: false, hosts: { [reg.host]: { insecure: false, ca: reg.caCert! } } });
+    try {
+      const img = makeImage([50]);
+      const ref = parseReference(`${reg.host}/tls/app:1`);
+      const { digest } = await pushImage(client, ref, { manifest: img.manifest, mediaType: img.mediaType, blobs: blobsOf(img) });
+      assert.equal((await resolveImage(client, ref)).manifestDigest, digest);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('without the CA the error says what to do', async () => {
+    const client = new RegistryClient({ dockerConfig: false, hosts: { [reg.host]: { insecure: false } }, retry: { attempts: 1 } });
+    try {
+      await assert.rejects(getManifest(client, parseReference(`${reg.host}/tls/app:1`)), (err: unknown) => {
+        assert.ok(err instanceof ObdkitError);
+        assert.equal(err.code, 'EREG_TLS');
+        assert.match(err.message, /CA certificate/);
+        return true;
+      });
+    } finally {
+      await client.close();
+    }
+  });
+});

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RegistryClient } from '../../src/registry/client.js';
 import { parseReference } from '../../src/registry/reference.js';
-import { bufferSource, fileSource } from '../../src/registry/upload.js';
+import { bufferSource, fileSource, uploadBlob } from '../../src/registry/upload.js';
 import { pushImage } from '../../src/registry/push.js';
 import { downloadBlob } from '../../src/registry/pull.js';
 import { MediaType } from '../../src/oci/media-types.js';
@@ -93,6 +93,20 @@ describe('pushing through a faulty connection', () => {
       const out = join(work, 'layer1.out');
       await downloadBlob(client, direct, img.layers[0]!.digest, out, img.layers[0]!.size);
       assert.ok(await tagExists(reg, 'faulty/app', '1'));
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('after a 500 mid-upload the upload resumes from the registry status instead of restarting', async () => {
+    proxy.rules = [{ method: 'PATCH', path: /\/blobs\/uploads\//, action: 'status500', after: 2 }];
+    const client = new RegistryClient({ dockerConfig: false, retry: { baseDelayMs: 5, maxDelayMs: 10 } });
+    try {
+      const b = randomBlob(6 * MiB);
+      const ref = parseReference(`${proxy.host}/faulty/resume:1`);
+      const st = await uploadBlob(client, ref, { digest: b.digest, size: b.data.length }, bufferSource(b.data), { chunkSize: MiB, monolithicLimit: 0 });
+      assert.deepEqual({ resumes: st.resumes, restarts: st.restarts, bytesSent: st.bytesSent }, { resumes: 1, restarts: 0, bytesSent: 6 * MiB });
+      assert.ok(await blobExists(reg, 'faulty/resume', b.digest));
     } finally {
       await client.close();
     }

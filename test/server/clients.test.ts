@@ -88,7 +88,7 @@ describe('buildctl against obdkit serve', () => {
       // Plain progress goes to stderr: vertex names, statuses and logs.
       assert.match(r.stderr, /\[internal\] load build definition from Dockerfile/);
       assert.match(r.stderr, /\[internal\] load build context/);
-      assert.match(r.stderr, /transferring context: [\d.]+MB done/);
+      assert.match(r.stderr, /transferring context: [\d.]+MB [\d.]+s done/);
       assert.match(r.stderr, /pretend-build output line/);
       assert.match(r.stderr, /#3 DONE/);
     });
@@ -133,6 +133,35 @@ describe('buildctl against obdkit serve', () => {
       assert.notEqual(r.exitCode, 0);
       assert.match(r.stderr, /step 1\/1 exploded on purpose/);
       assert.match(r.stderr, /ERROR/);
+    });
+  });
+
+  test('Ctrl-C in the client cancels the build in the backend', async () => {
+    const backend = new ContextFetchBackend({ workDir: join(tmp, 'w-sigint'), hang: true });
+    await withServer(backend, async (addr) => {
+      const child = spawnClient(buildctlBin, buildctlBuild(addr));
+      try {
+        const rec = await backend.whenHanging();
+        child.kill('SIGINT');
+        const res = await child;
+        assert.notEqual(res.exitCode, 0);
+        await waitFor(() => rec.aborted);
+        assert.match(rec.abortReason ?? '', /cancel/);
+      } finally {
+        child.kill('SIGKILL');
+        await child;
+      }
+    });
+  });
+
+  test('du and prune answer with empty lists', async () => {
+    const backend = new ContextFetchBackend({ workDir: join(tmp, 'w-du') });
+    await withServer(backend, async (addr) => {
+      const du = await run(buildctlBin, ['--addr', addr, 'du']);
+      assert.equal(du.exitCode, 0, du.stderr);
+      assert.match(du.stdout, /Total:\s+0\s*B/);
+      const prune = await run(buildctlBin, ['--addr', addr, 'prune']);
+      assert.equal(prune.exitCode, 0, prune.stderr);
     });
   });
 
@@ -195,6 +224,21 @@ describe('docker buildx (remote driver) against obdkit serve', () => {
     assert.equal(b.secrets['x'], 'bx-secret');
     assert.equal(b.exported, true);
     assert.deepEqual(await describeTree(b.contextDir), await describeTree(ctxDir));
+  });
+
+  test('--call outline goes to the backend as a frontend.outline subrequest', async () => {
+    const backend = new ContextFetchBackend({ workDir: join(tmp, 'w-buildx-call') });
+    const env = { DOCKER_CONFIG: join(tmp, 'docker-config-call') };
+    await withServer(backend, async (addr) => {
+      assert.equal((await run(buildxBin, ['create', '--name', 'obdc', '--driver', 'remote', addr], env)).exitCode, 0);
+      const b = await run(buildxBin, ['--builder', 'obdc', 'build', '--call', 'outline,format=json', ctxDir], env);
+      assert.equal(b.exitCode, 0, b.stderr);
+      assert.deepEqual(JSON.parse(b.stdout), { name: '', args: [] });
+    });
+    assert.deepEqual(
+      backend.builds.map((b) => b.requestId),
+      ['frontend.outline'],
+    );
   });
 
   test('buildx failure exits non-zero with the backend message', async () => {

@@ -36,6 +36,8 @@ export interface RecordedBuild {
   aborted: boolean;
   abortReason?: string;
   exported: boolean;
+  /** Set while the build blocks waiting for cancellation (the `hang` option). */
+  hanging?: boolean;
 }
 
 export interface ContextFetchBackendOptions {
@@ -57,9 +59,16 @@ export class ContextFetchBackend implements BuildBackend {
 
   /** Resolves when a build reaches the hang point (or immediately if one already has). */
   whenHanging(): Promise<RecordedBuild> {
-    const b = this.builds.find((x) => x.contextDir !== '' && this.opts.hang);
+    const b = this.builds.find((x) => x.hanging);
     if (b) return Promise.resolve(b);
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve, reject) => {
+      // A build that fails before hanging must not leave the test waiting forever.
+      const t = setTimeout(() => reject(new Error('no build reached the hang point')), 120_000);
+      this.waiters.push((rec) => {
+        clearTimeout(t);
+        resolve(rec);
+      });
+    });
   }
 
   async solve(req: FrontendRequest, ctx: BuildContext): Promise<FrontendResult> {
@@ -126,6 +135,7 @@ export class ContextFetchBackend implements BuildBackend {
       throw new BuildFailure(this.opts.failWith);
     }
     if (this.opts.hang) {
+      rec.hanging = true;
       for (const w of this.waiters.splice(0)) w(rec);
       await new Promise<void>((resolve) => {
         if (ctx.signal.aborted) resolve();

@@ -129,6 +129,34 @@ describe('solver', () => {
     assert.equal(r.cached, false);
   });
 
+  test('a noCache solve never joins a concurrent solve that may use the cache', async () => {
+    const { g, target } = chain();
+    const solver = new Solver<Res>();
+    await solver.solve(g.graph, target, { executor: recordingExecutor().executor });
+    const cachedRun = recordingExecutor({ delay: tick });
+    const freshRun = recordingExecutor({ delay: tick });
+    const [a, b] = await Promise.all([
+      solver.solve(g.graph, target, { executor: cachedRun.executor }),
+      solver.solve(g.graph, target, { executor: freshRun.executor, noCache: true }),
+    ]);
+    assert.equal(a.cached, true);
+    assert.equal(b.cached, false);
+    assert.equal(cachedRun.calls.length, 0);
+    assert.equal(freshRun.calls.length, 3);
+  });
+
+  test('an aborted solve stops before running more steps', async () => {
+    const { g, target } = chain();
+    const ac = new AbortController();
+    const rec = recordingExecutor({
+      delay: async (name) => {
+        if (name.includes('RUN a')) ac.abort(new Error('build cancelled'));
+      },
+    });
+    await assert.rejects(new Solver<Res>().solve(g.graph, target, { executor: rec.executor, signal: ac.signal }), /build cancelled/);
+    assert.ok(!rec.calls.includes('[2/2] RUN b'));
+  });
+
   test('ignoreCache on one vertex re-runs only that vertex and its dependents', async () => {
     const solver = new Solver<Res>();
     const { g, target } = chain();

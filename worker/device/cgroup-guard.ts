@@ -1,7 +1,7 @@
 // The block daemon must never run inside a memory-limited cgroup (v1 here): reclaim in such a
 // cgroup waits on writeback of pages that only this daemon can complete, a kernel deadlock that
 // only aborting the FUSE connection ends. Checked once at start; refuses to serve if violated.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObdkitError } from '../../src/util/errors.js';
 
@@ -47,12 +47,7 @@ export function findMemoryLimit(procSelfCgroup = '/proc/self/cgroup', root = '/s
 }
 
 function existsDir(p: string): boolean {
-  try {
-    readFileSync(join(p, 'cgroup.procs'));
-    return true;
-  } catch {
-    return false;
-  }
+  return existsSync(join(p, 'cgroup.procs'));
 }
 
 export function assertNoMemoryLimit(): void {

@@ -5,13 +5,14 @@
 // detached the loop device first (see worker/mount/teardown order), or the connection stays alive.
 import { closeSync, existsSync, mkdirSync, openSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { execa } from 'execa';
 import { ObdkitError } from '../../src/util/errors.js';
 import { log } from '../../src/util/log.js';
 import { assertNoMemoryLimit } from './cgroup-guard.js';
 import type { DeviceSpec } from './device-spec.js';
 import type { FuseWorkerData, FuseWorkerMessage } from './fuse-worker.js';
+import { serveRemoteReads, type RemoteFetcher } from './remote-channel.js';
 import { MNT_DETACH, MS_NODEV, MS_NOSUID, mountSyscall, umount2Syscall } from './syscalls.js';
 
 export const FUSE_FSTYPE = 'fuse.obdkit';
@@ -25,6 +26,8 @@ export interface FuseExportOptions {
   workers?: number;
   /** Milliseconds to wait for the kernel's INIT. */
   initTimeoutMs?: number;
+  /** Serves reads of remote lowers on the main thread; required if any lower is remote. */
+  remote?: RemoteFetcher;
 }
 
 export class FuseExport {
@@ -37,6 +40,7 @@ export class FuseExport {
     private readonly fuseFd: number,
     private readonly workers: Worker[],
     private readonly exited: Promise<void>[],
+    private readonly ports: MessagePort[],
   ) {}
 
   static async start(opts: FuseExportOptions): Promise<FuseExport> {
@@ -46,6 +50,12 @@ export class FuseExport {
     const fd = openSync('/dev/fuse', 'r+');
     const workers: Worker[] = [];
     const exited: Promise<void>[] = [];
+    const ports: MessagePort[] = [];
+    const needsRemote = opts.device.lowers.some((l) => l.kind === 'remote');
+    if (needsRemote && !opts.remote) {
+      closeSync(fd);
+      throw new ObdkitError('EINVAL', 'the device has remote lowers but no remote fetcher was given', { file: opts.mountDir });
+    }
     let mounted = false;
     try {
       mountSyscall('obdkit', opts.mountDir, FUSE_FSTYPE, MS_NOSUID | MS_NODEV, `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other`);
@@ -58,7 +68,16 @@ export class FuseExport {
       });
       for (let i = 0; i < count; i++) {
         const data: FuseWorkerData = { fuseFd: fd, device: opts.device, index: i };
-        const w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: data });
+        let w: Worker;
+        if (needsRemote) {
+          const ch = new MessageChannel();
+          serveRemoteReads(ch.port1, opts.remote!);
+          ports.push(ch.port1);
+          data.remotePort = ch.port2;
+          w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: data, transferList: [ch.port2] });
+        } else {
+          w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: data });
+        }
         w.on('message', (m: FuseWorkerMessage) => {
           if (m.type === 'init') {
             log.debug({ minor: m.minor, flags: m.flags.toString(16) }, 'FUSE INIT negotiated');
@@ -88,11 +107,12 @@ export class FuseExport {
       ]).finally(() => clearTimeout(timer));
       const dev = statSync(opts.mountDir).dev;
       const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-      return new FuseExport(opts.mountDir, join(opts.mountDir, opts.device.fileName), minor, fd, workers, exited);
+      return new FuseExport(opts.mountDir, join(opts.mountDir, opts.device.fileName), minor, fd, workers, exited, ports);
     } catch (err) {
       if (mounted) umount2Syscall(opts.mountDir, MNT_DETACH);
       await Promise.race([Promise.all(exited), delay(2000)]);
       for (const w of workers) void w.terminate();
+      for (const p of ports) p.close();
       closeSync(fd);
       throw err;
     }
@@ -111,6 +131,7 @@ export class FuseExport {
         for (const w of this.workers) void w.terminate();
       }
     }
+    for (const p of this.ports) p.close();
     closeSync(this.fuseFd);
   }
 }

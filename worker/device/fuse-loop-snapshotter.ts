@@ -12,8 +12,9 @@ import { attachLoop } from '../mount/loop.js';
 import { DEFAULT_RUN_DIR, deviceDir, removeState, writeState, type DeviceState } from '../mount/state.js';
 import { teardown } from '../mount/teardown.js';
 import { FuseExport } from './fuse-export.js';
-import { localLowerSource, type LowerSpec } from './lower-source.js';
+import type { LowerSpec } from './lower-source.js';
 import { lowerStackVirtualSize } from './lower-stack.js';
+import type { RemoteFetcher } from './remote-channel.js';
 import { createPair, recoverPair, type PairPaths } from './rw-pair.js';
 import { createSharedState } from './shared-upper.js';
 import {
@@ -29,6 +30,8 @@ export interface FuseLoopOptions {
   runDir?: string;
   /** FUSE worker threads per device. */
   workers?: number;
+  /** Fetches ranges of remote lowers (the registry client); needed only for remote lowers. */
+  remote?: RemoteFetcher;
 }
 
 interface LiveDevice {
@@ -55,7 +58,7 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     }
     const fresh = !haveData;
     if (fresh) {
-      const vsize = lowers.length > 0 ? lowerStackVirtualSize(lowers, localLowerSource) : (opts.virtualSize ?? DEFAULT_VIRTUAL_SIZE);
+      const vsize = lowers.length > 0 ? await lowerStackVirtualSize(lowers, this.opts.remote) : (opts.virtualSize ?? DEFAULT_VIRTUAL_SIZE);
       createPair(paths, vsize);
     }
     const rec = recoverPair(paths);
@@ -63,7 +66,7 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
       log.warn({ file: paths.index, bytes: rec.truncatedBytes }, 'recovered writable layer: cut index records written after the last flush');
     }
     let vsize = rec.virtualSize;
-    if (vsize === 0 && lowers.length > 0) vsize = lowerStackVirtualSize(lowers, localLowerSource);
+    if (vsize === 0 && lowers.length > 0) vsize = await lowerStackVirtualSize(lowers, this.opts.remote);
     if (vsize === 0) throw new ObdkitError('EVSIZE', 'the writable layer has no virtual size and there are no lowers', { file: paths.index });
     const upper = createSharedState(paths, vsize, rec.dataTail, rec.records);
     return this.start({ size: vsize, upper, lowers, writableDir, mkfs: fresh && lowers.length === 0 && opts.mkfs !== false, mountpoint: opts.mountpoint, paths, fs: opts.filesystem ?? 'ext4' });
@@ -71,7 +74,7 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
 
   async view(lowers: LowerSpec[], opts: ViewOptions = {}): Promise<DeviceHandle> {
     if (lowers.length === 0) throw new ObdkitError('EINVAL', 'a view needs at least one lower layer');
-    const vsize = lowerStackVirtualSize(lowers, localLowerSource);
+    const vsize = await lowerStackVirtualSize(lowers, this.opts.remote);
     return this.start({ size: vsize, upper: null, lowers, mkfs: false, mountpoint: opts.mountpoint, fs: opts.filesystem ?? 'ext4' });
   }
 
@@ -121,8 +124,12 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     writeState(this.runDir, state);
     let exp: FuseExport | undefined;
     try {
-      const expOpts = { mountDir: fuseDir, device: { size: a.size, fileName: 'disk', upper: a.upper, lowers: a.lowers } };
-      exp = await FuseExport.start(this.opts.workers !== undefined ? { ...expOpts, workers: this.opts.workers } : expOpts);
+      exp = await FuseExport.start({
+        mountDir: fuseDir,
+        device: { size: a.size, fileName: 'disk', upper: a.upper, lowers: a.lowers },
+        ...(this.opts.workers !== undefined ? { workers: this.opts.workers } : {}),
+        ...(this.opts.remote ? { remote: this.opts.remote } : {}),
+      });
       const loop = await attachLoop(exp.diskPath, { readOnly: a.upper === null });
       state.loop = loop;
       writeState(this.runDir, state);

@@ -79,20 +79,25 @@ export const Errno = {
   EOPNOTSUPP: 95,
 } as const;
 
-export interface InHeader {
-  len: number;
-  opcode: number;
-  unique: bigint;
-  nodeid: number;
+export function requestOpcode(req: Buffer): number {
+  return req.readUInt32LE(4);
 }
 
-export function readInHeader(req: Buffer): InHeader {
-  return {
-    len: req.readUInt32LE(0),
-    opcode: req.readUInt32LE(4),
-    unique: req.readBigUInt64LE(8),
-    nodeid: Number(req.readBigUInt64LE(16)),
-  };
+/** Node ids are small here (1 and 2); the high word is never set. */
+export function requestNodeId(req: Buffer): number {
+  return req.readUInt32LE(16) + req.readUInt32LE(20) * 2 ** 32;
+}
+
+/** The request's `unique` as a BigInt, for the rare replies built through reply(). */
+export function requestUnique(req: Buffer): bigint {
+  return req.readBigUInt64LE(8);
+}
+
+/** Fills an out_header in place, copying `unique` from the request (no BigInt on the hot path). */
+export function writeOutHeaderFrom(out: Buffer, req: Buffer, error: number): void {
+  out.writeUInt32LE(out.length, 0);
+  out.writeInt32LE(error, 4);
+  req.copy(out, 8, 8, 16);
 }
 
 /** Reply buffer with the out_header filled in; `body` bytes follow it. */

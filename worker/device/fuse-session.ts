@@ -20,14 +20,16 @@ import {
   Op,
   OUT_HEADER_SIZE,
   openReply,
-  readInHeader,
   readInitIn,
+  requestNodeId,
+  requestOpcode,
+  requestUnique,
   reply,
   S_IFDIR,
   S_IFREG,
   statfsReply,
   WRITE_DATA_OFFSET,
-  writeOutHeader,
+  writeOutHeaderFrom,
   type Attr,
 } from './fuse-proto.js';
 import type { BlockBackend } from './backend.js';
@@ -42,6 +44,8 @@ export interface SessionEvents {
 
 export class FuseSession {
   private readonly readBuf: Buffer;
+  private readonly writeOut = Buffer.alloc(OUT_HEADER_SIZE + 8);
+  private readonly emptyOut = Buffer.alloc(OUT_HEADER_SIZE);
   private readonly mtime = Math.floor(Date.now() / 1000);
 
   constructor(
@@ -55,13 +59,21 @@ export class FuseSession {
 
   /** Returns the reply to write back, or null for requests that take none. */
   handle(req: Buffer): Buffer | null {
-    const h = readInHeader(req);
+    const op = requestOpcode(req);
     try {
-      return this.dispatch(h.opcode, h.unique, h.nodeid, req);
+      // The I/O requests first, without BigInt or allocation.
+      if (op === Op.READ) return this.read(req);
+      if (op === Op.WRITE) return this.write(req);
+      return this.dispatch(op, requestUnique(req), requestNodeId(req), req);
     } catch (err) {
-      this.events.onError?.(h.opcode, err);
-      return errorReply(h.unique, Errno.EIO);
+      this.events.onError?.(op, err);
+      return errorReply(requestUnique(req), Errno.EIO);
     }
+  }
+
+  private empty(req: Buffer, error = 0): Buffer {
+    writeOutHeaderFrom(this.emptyOut, req, error);
+    return this.emptyOut;
   }
 
   private dispatch(op: number, unique: bigint, node: number, req: Buffer): Buffer | null {
@@ -86,16 +98,12 @@ export class FuseSession {
         return openReply(unique, FOPEN_KEEP_CACHE);
       case Op.OPENDIR:
         return openReply(unique, 0);
-      case Op.READ:
-        return this.read(unique, req);
-      case Op.WRITE:
-        return this.write(unique, req);
       case Op.FALLOCATE:
         return this.fallocate(unique, req);
       case Op.FSYNC:
       case Op.SYNCFS:
         this.backend.flush();
-        return reply(unique, 0);
+        return this.empty(req);
       case Op.READDIR:
         return this.readdir(unique, req);
       case Op.STATFS:
@@ -106,7 +114,7 @@ export class FuseSession {
       case Op.FSYNCDIR:
       case Op.ACCESS:
       case Op.DESTROY:
-        return reply(unique, 0);
+        return this.empty(req);
       case Op.FORGET:
       case Op.BATCH_FORGET:
       case Op.INTERRUPT:
@@ -126,30 +134,31 @@ export class FuseSession {
     return null;
   }
 
-  private read(unique: bigint, req: Buffer): Buffer {
-    const offset = Number(req.readBigUInt64LE(IN_HEADER_SIZE + 8));
+  private read(req: Buffer): Buffer {
+    const offset = readU64(req, IN_HEADER_SIZE + 8);
     const size = req.readUInt32LE(IN_HEADER_SIZE + 16);
     const len = Math.max(0, Math.min(size, this.backend.size - offset));
     const out = len + OUT_HEADER_SIZE <= this.readBuf.length ? this.readBuf.subarray(0, OUT_HEADER_SIZE + len) : Buffer.allocUnsafe(OUT_HEADER_SIZE + len);
     if (len > 0) this.backend.readInto(offset, out.subarray(OUT_HEADER_SIZE));
-    writeOutHeader(out, unique, 0);
+    writeOutHeaderFrom(out, req, 0);
     return out;
   }
 
-  private write(unique: bigint, req: Buffer): Buffer {
-    if (!this.backend.writable) return errorReply(unique, Errno.EROFS);
-    const offset = Number(req.readBigUInt64LE(IN_HEADER_SIZE + 8));
+  private write(req: Buffer): Buffer {
+    if (!this.backend.writable) return this.empty(req, -Errno.EROFS);
+    const offset = readU64(req, IN_HEADER_SIZE + 8);
     const size = req.readUInt32LE(IN_HEADER_SIZE + 16);
-    if (offset + size > this.backend.size) return errorReply(unique, Errno.ENOSPC);
+    if (offset + size > this.backend.size) return this.empty(req, -Errno.ENOSPC);
     this.backend.write(offset, req.subarray(WRITE_DATA_OFFSET, WRITE_DATA_OFFSET + size));
-    const out = reply(unique, 8);
+    const out = this.writeOut;
+    writeOutHeaderFrom(out, req, 0);
     out.writeUInt32LE(size, OUT_HEADER_SIZE);
     return out;
   }
 
   private fallocate(unique: bigint, req: Buffer): Buffer {
-    const offset = Number(req.readBigUInt64LE(IN_HEADER_SIZE + 8));
-    const length = Number(req.readBigUInt64LE(IN_HEADER_SIZE + 16));
+    const offset = readU64(req, IN_HEADER_SIZE + 8);
+    const length = readU64(req, IN_HEADER_SIZE + 16);
     const mode = req.readUInt32LE(IN_HEADER_SIZE + 24);
     if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) !== 0) {
       return errorReply(unique, Errno.EOPNOTSUPP);
@@ -162,7 +171,7 @@ export class FuseSession {
   }
 
   private readdir(unique: bigint, req: Buffer): Buffer {
-    const from = Number(req.readBigUInt64LE(IN_HEADER_SIZE + 8));
+    const from = readU64(req, IN_HEADER_SIZE + 8);
     const size = req.readUInt32LE(IN_HEADER_SIZE + 16);
     const entries: Array<[number, string, number]> = [
       [FUSE_ROOT_ID, '.', DT_DIR],
@@ -182,6 +191,11 @@ export class FuseSession {
     Buffer.concat(parts).copy(out, OUT_HEADER_SIZE);
     return out;
   }
+}
+
+/** Byte offsets stay far below 2^53. */
+function readU64(b: Buffer, at: number): number {
+  return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 2 ** 32;
 }
 
 export function logSessionError(op: number, err: unknown): void {

@@ -4,7 +4,7 @@
 // (and the main thread's event loop) keeps for itself. The loop ends when the mount goes away
 // (ENODEV), which is how fuse-export.ts stops its workers.
 import { readSync, writeSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { errnoCode } from '../../src/util/errors.js';
 import { openBackend, type DeviceSpec } from './device-spec.js';
 import { READ_BUFFER_SIZE } from './fuse-proto.js';
@@ -14,6 +14,8 @@ export interface FuseWorkerData {
   fuseFd: number;
   device: DeviceSpec;
   index: number;
+  /** Present when the device has remote lowers. */
+  remotePort?: MessagePort;
 }
 
 export type FuseWorkerMessage =
@@ -26,8 +28,8 @@ function post(m: FuseWorkerMessage): void {
 }
 
 function main(): void {
-  const { fuseFd, device } = workerData as FuseWorkerData;
-  const backend = openBackend(device);
+  const { fuseFd, device, remotePort } = workerData as FuseWorkerData;
+  const backend = openBackend(device, remotePort);
   let errors = 0;
   const session = new FuseSession(backend, device.fileName, {
     onInit: (minor, flags) => post({ type: 'init', minor, flags }),
@@ -64,6 +66,7 @@ function main(): void {
     }
   } finally {
     backend.close();
+    remotePort?.close();
     post({ type: 'stopped', requests });
   }
 }

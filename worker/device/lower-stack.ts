@@ -7,7 +7,9 @@ import { FormatError, ObdkitError } from '../../src/util/errors.js';
 import { openSealedLayer, type SealedLayer } from '../../src/overlaybd/lsmt-file.js';
 import { unwrapLayerBlob } from '../../src/overlaybd/layer-open.js';
 import { SegmentIndex } from '../../src/overlaybd/segment-index.js';
-import type { LowerSource, LowerSpec, LowerView } from './lower-source.js';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { localLowerSource, type LowerSource, type LowerSpec, type LowerView } from './lower-source.js';
+import { serveRemoteReads, type RemoteFetcher } from './remote-channel.js';
 import { SECTOR } from './rw-pair.js';
 
 /** overlaybd's MAX_STACK_LAYERS. */
@@ -66,12 +68,32 @@ export function openLowerStack(specs: LowerSpec[], source: LowerSource): LowerVi
   return new StackedLowers(layers, closers);
 }
 
-/** Virtual size of a stack without serving it (main thread, before the device starts). */
-export function lowerStackVirtualSize(specs: LowerSpec[], source: LowerSource): number {
-  const v = openLowerStack(specs, source);
+/**
+ * Virtual size of a stack without serving it (main thread, before the device starts). Stacks with
+ * remote layers are opened in a one-shot worker, since their reads must wait for the main thread.
+ */
+export async function lowerStackVirtualSize(specs: LowerSpec[], remote?: RemoteFetcher): Promise<number> {
+  if (!specs.some((s) => s.kind === 'remote')) {
+    const v = openLowerStack(specs, localLowerSource);
+    try {
+      return v.virtualSize;
+    } finally {
+      v.close();
+    }
+  }
+  if (!remote) throw new ObdkitError('EINVAL', 'the stack has remote lowers but no remote fetcher was given');
+  const ch = new MessageChannel();
+  serveRemoteReads(ch.port1, remote);
+  const w = new Worker(new URL('./probe-worker.js', import.meta.url), { workerData: { lowers: specs, port: ch.port2 }, transferList: [ch.port2] });
   try {
-    return v.virtualSize;
+    const r = await new Promise<{ ok: boolean; virtualSize?: number; error?: string }>((res, rej) => {
+      w.once('message', res);
+      w.once('error', rej);
+    });
+    if (!r.ok) throw new ObdkitError('ELOWER', `cannot open the lower layers: ${r.error}`);
+    return r.virtualSize!;
   } finally {
-    v.close();
+    ch.port1.close();
+    await w.terminate();
   }
 }

@@ -19,10 +19,15 @@ const ZEROED_MOFFSET = 8;
 export interface SharedUpperState {
   paths: PairPaths;
   virtualSize: number;
-  /** Int32[0] = lock, BigInt64[1] = data tail in sectors. */
+  /** Int32[0] = lock, Int32[1] = pending records, BigInt64[1] = data tail in sectors. */
   ctrl: SharedArrayBuffer;
   table: SharedArrayBuffer;
+  /** Pending index records, RECORD_SIZE bytes each. */
+  pending: SharedArrayBuffer;
 }
+
+/** Records held back before an index append: 64 KiB. */
+const PENDING_RECORDS = 4096;
 
 export function createSharedState(paths: PairPaths, virtualSize: number, dataTail: number, records: UpperRecord[]): SharedUpperState {
   const sectors = Math.ceil(virtualSize / SECTOR);
@@ -35,13 +40,15 @@ export function createSharedState(paths: PairPaths, virtualSize: number, dataTai
     if (r.zeroed) t.fill(ZEROED, r.offset, end);
     else for (let s = r.offset, m = r.moffset; s < end; s++, m++) t[s] = m;
   }
-  return { paths, virtualSize, ctrl, table };
+  return { paths, virtualSize, ctrl, table, pending: new SharedArrayBuffer(PENDING_RECORDS * RECORD_SIZE) };
 }
 
 /** Per-thread view: its own file descriptors over the shared table. */
 export class SharedUpper {
   readonly table: Uint32Array;
   private readonly lock: Int32Array;
+  private readonly pendingCount: Int32Array;
+  private readonly pending: Buffer;
   private readonly tail: BigInt64Array;
   private readonly dataFd: number;
   private readonly indexFd: number;
@@ -50,6 +57,8 @@ export class SharedUpper {
   constructor(readonly state: SharedUpperState) {
     this.table = new Uint32Array(state.table);
     this.lock = new Int32Array(state.ctrl, 0, 1);
+    this.pendingCount = new Int32Array(state.ctrl, 4, 1);
+    this.pending = Buffer.from(state.pending);
     this.tail = new BigInt64Array(state.ctrl, 8, 1);
     this.dataFd = openSync(state.paths.data, 'r+');
     // O_APPEND: each 16-byte record lands whole at the end, whichever thread writes it.
@@ -92,13 +101,37 @@ export class SharedUpper {
 
   /** fsync semantics of the pair: the data a record points to is durable before the record. */
   flush(): void {
+    this.acquire();
+    try {
+      this.appendPending();
+    } finally {
+      this.release();
+    }
     fdatasyncSync(this.dataFd);
     fdatasyncSync(this.indexFd);
   }
 
+  /** Appends held-back records (any thread may close first: the buffer is shared). */
   close(): void {
-    closeSync(this.dataFd);
-    closeSync(this.indexFd);
+    try {
+      this.acquire();
+      try {
+        this.appendPending();
+      } finally {
+        this.release();
+      }
+    } finally {
+      closeSync(this.dataFd);
+      closeSync(this.indexFd);
+    }
+  }
+
+  /** Caller holds the lock. */
+  private appendPending(): void {
+    const bytes = this.pendingCount[0]! * RECORD_SIZE;
+    let done = 0;
+    while (done < bytes) done += writeSync(this.indexFd, this.pending, done, bytes - done);
+    this.pendingCount[0] = 0;
   }
 
   private commit(sector: number, count: number, moffset: number, zeroed: boolean): void {
@@ -115,8 +148,14 @@ export class SharedUpper {
     this.acquire();
     try {
       const bytes = pieces * RECORD_SIZE;
-      let done = 0;
-      while (done < bytes) done += writeSync(this.indexFd, buf, done, bytes - done);
+      if (this.pendingCount[0]! + pieces > PENDING_RECORDS) this.appendPending();
+      if (pieces > PENDING_RECORDS) {
+        let done = 0;
+        while (done < bytes) done += writeSync(this.indexFd, buf, done, bytes - done);
+      } else {
+        buf.copy(this.pending, this.pendingCount[0]! * RECORD_SIZE, 0, bytes);
+        this.pendingCount[0] = this.pendingCount[0]! + pieces;
+      }
       const t = this.table;
       if (zeroed) t.fill(ZEROED, sector, sector + count);
       else for (let i = 0; i < count; i++) t[sector + i] = moffset + i;

@@ -6,6 +6,7 @@ import { ObdkitError } from '../../src/util/errors.js';
 import { extractArchive } from './archive.js';
 import { copyFiles, copyRegularFile, ensureDir, prepareLeaf, type CopyOptions, type PlaceContext } from './copy-files.js';
 import { download } from './remote.js';
+import { parseChmod } from './chmod-spec.js';
 import { resolveInRoot } from './root-path.js';
 import { resolveChown } from './user-db.js';
 
@@ -79,7 +80,7 @@ async function addUrl(opts: AddOptions, url: string, destInner: string, destIsDi
     const host = prepareLeaf(ctx, target);
     const mtime = d.mtime ?? new Date();
     // Docker gives downloaded files mode 0600 unless --chmod says otherwise.
-    copyRegularFile(file, host, owner, opts.chmod ?? 0o600, new Map(), mtime, mtime);
+    copyRegularFile(file, host, owner, opts.chmod !== undefined ? parseChmod(opts.chmod)(0o600, false) : 0o600, new Map(), mtime, mtime);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -3,9 +3,23 @@
 // destination root with copy-files.ts's helpers (names that climb with `..` are clamped, links are
 // created, not followed). A file that turns out not to be a tar is reported back so ADD copies it
 // as a plain file, as Docker does.
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  createReadStream,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  openSync,
+  readSync,
+  symlinkSync,
+  utimesSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
-import { closeSync, constants, createReadStream, lchownSync, linkSync, lstatSync, lutimesSync, chmodSync, chownSync, openSync, readSync, symlinkSync, utimesSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -15,7 +29,6 @@ import { ObdkitError } from '../../src/util/errors.js';
 import { resolveInRoot } from './root-path.js';
 import { resolveChown } from './user-db.js';
 import { ensureDir, prepareLeaf, type Owner, type PlaceContext } from './copy-files.js';
-import { execFileSync } from 'node:child_process';
 import { writeXattrs } from './xattr.js';
 
 export type Compression = 'none' | 'gzip' | 'bzip2' | 'xz' | 'zstd';

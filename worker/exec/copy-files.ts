@@ -35,6 +35,7 @@ import { ObdkitError, errnoCode } from '../../src/util/errors.js';
 import { mkdirAllInRoot, resolveInRoot } from './root-path.js';
 import { resolveChown } from './user-db.js';
 import { readXattrs, writeXattrs } from './xattr.js';
+import { parseChmod, type ModeFn } from './chmod-spec.js';
 
 export interface Owner {
   uid: number;
@@ -52,10 +53,14 @@ export interface CopyOptions {
   dest: string;
   /** `--chown` spec, resolved against destRoot's /etc/passwd and /etc/group. */
   chown?: string;
-  /** `--chmod` as a number (e.g. 0o755), applied to every copied file and directory. */
-  chmod?: number;
+  /** `--chmod`: a number (0o755) or the text as written (`0755`, `u+x`), applied to every copied file and directory. */
+  chmod?: number | string;
   /** Keep source owners (COPY --from a stage); otherwise files are 0:0 like context files. */
   preserveOwnership?: boolean;
+  /** A directory source contributes its contents (default, Dockerfile COPY) rather than itself. */
+  dirContents?: boolean;
+  /** Follow a symlink named as the source itself (default true, inside srcRoot); false copies the link. */
+  followSymlinks?: boolean;
 }
 
 /** Copies `sources` to `dest`. Synchronous: call it from a worker thread (copy-worker.ts) in the daemon. */
@@ -64,7 +69,7 @@ export function copyFiles(opts: CopyOptions): void {
   const owner = opts.chown !== undefined ? resolveChown(opts.destRoot, opts.chown) : undefined;
   const ctx: PlaceContext = { destRoot: opts.destRoot, hardlinks: new Map(), preserveOwnership: opts.preserveOwnership ?? false };
   if (owner !== undefined) ctx.owner = owner;
-  if (opts.chmod !== undefined) ctx.chmod = opts.chmod;
+  if (opts.chmod !== undefined) ctx.chmod = parseChmod(opts.chmod);
   const destInner = posix.normalize('/' + opts.dest);
   const destHost = resolveInRoot(opts.destRoot, destInner);
   const destIsDir = opts.dest.endsWith('/') || opts.dest.endsWith('/.') || isDirectory(destHost);
@@ -74,7 +79,7 @@ export function copyFiles(opts: CopyOptions): void {
     });
   }
   for (const source of opts.sources) {
-    const srcHost = resolveInRoot(opts.srcRoot, source);
+    const srcHost = resolveInRoot(opts.srcRoot, source, { noFollowFinal: opts.followSymlinks === false });
     let st: Stats;
     try {
       st = lstatSync(srcHost);
@@ -84,7 +89,7 @@ export function copyFiles(opts: CopyOptions): void {
       }
       throw err;
     }
-    if (st.isDirectory()) {
+    if (st.isDirectory() && opts.dirContents !== false) {
       // The destination directory keeps its own metadata; only the contents are copied.
       ensureDir(ctx, destInner);
       copyTreeContents(ctx, srcHost, destInner);
@@ -99,7 +104,7 @@ export function copyFiles(opts: CopyOptions): void {
 export interface PlaceContext {
   destRoot: string;
   owner?: Owner;
-  chmod?: number;
+  chmod?: ModeFn;
   preserveOwnership: boolean;
   /** Source "dev:ino" → host path of the first copy, to recreate hardlinks. */
   hardlinks: Map<string, string>;
@@ -140,6 +145,11 @@ export function prepareLeaf(ctx: PlaceContext, inner: string): string {
   return host;
 }
 
+function modeFor(ctx: PlaceContext, st: Stats): number {
+  const own = st.mode & 0o7777;
+  return ctx.chmod ? ctx.chmod(own, st.isDirectory()) : own;
+}
+
 function ownerFor(ctx: PlaceContext, st: { uid: number; gid: number }): Owner {
   if (ctx.owner) return ctx.owner;
   return ctx.preserveOwnership ? { uid: st.uid, gid: st.gid } : { uid: 0, gid: 0 };
@@ -166,7 +176,7 @@ function copyEntry(ctx: PlaceContext, src: string, st: Stats, destInner: string)
     copyTreeContents(ctx, src, destInner);
     const o = ownerFor(ctx, st);
     chownSync(dirHost, o.uid, o.gid);
-    chmodSync(dirHost, ctx.chmod ?? st.mode & 0o7777);
+    chmodSync(dirHost, modeFor(ctx, st));
     writeXattrs(dirHost, readXattrs(src));
     utimesSync(dirHost, st.atime, st.mtime);
     return;
@@ -189,12 +199,12 @@ function copyEntry(ctx: PlaceContext, src: string, st: Stats, destInner: string)
     return;
   }
   if (st.isFile()) {
-    copyRegularFile(src, host, o, ctx.chmod ?? st.mode & 0o7777, readXattrs(src), st.atime, st.mtime);
+    copyRegularFile(src, host, o, modeFor(ctx, st), readXattrs(src), st.atime, st.mtime);
     return;
   }
   makeSpecial(host, st);
   chownSync(host, o.uid, o.gid);
-  chmodSync(host, ctx.chmod ?? st.mode & 0o7777);
+  chmodSync(host, modeFor(ctx, st));
   utimesSync(host, st.atime, st.mtime);
 }
 

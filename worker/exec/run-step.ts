@@ -19,7 +19,8 @@ import { resolveUser } from './user-db.js';
 import { buildRuntimeSpec, hostNofileLimit, type SpecMount } from './runtime-spec.js';
 import { runcRun, type OutputCallback, type RuncOptions } from './runc.js';
 
-export type NetworkMode = 'host' | 'none';
+/** `default` is what a Dockerfile RUN gets without --network; here it means `host` (see above). */
+export type NetworkMode = 'default' | 'host' | 'none';
 
 export interface BindMount {
   type: 'bind';
@@ -37,6 +38,8 @@ export interface CacheMount {
   target: string;
   /** Cache identity; the same id in later steps sees the same directory. */
   id: string;
+  /** Directory inside the cache to mount (`source=`), resolved without leaving the cache. */
+  subpath?: string;
   readonly?: boolean;
   /** `shared` (default) lets concurrent steps use the directory; `locked`/`private` serialise them. */
   sharing?: 'shared' | 'locked' | 'private';
@@ -54,8 +57,10 @@ export interface TmpfsMount {
 export interface SecretMount {
   type: 'secret';
   id: string;
-  /** Default /run/secrets/<id>. */
+  /** Default /run/secrets/<id>, unless `env` is set: then a file only if a target is given. */
   target?: string;
+  /** Also (or only) expose the secret as this environment variable. */
+  env?: string;
   data: Buffer;
   uid?: number;
   gid?: number;
@@ -112,7 +117,8 @@ export async function runStep(opts: RunStepOptions): Promise<RunStepResult> {
     const user = resolveUser(opts.rootfs, opts.user);
     const cwd = prepareWorkdir(opts.rootfs, opts.cwd ?? '/', user.uid, user.gid);
     const hostname = opts.hostname ?? DEFAULT_HOSTNAME;
-    const network = opts.network ?? 'host';
+    const network = opts.network === 'none' ? 'none' : 'host';
+    const env = [...(opts.env ?? [])];
 
     const mounts: SpecMount[] = [];
     writeFileSync(join(bundle, 'hosts'), hostsFile(hostname, opts.extraHosts ?? []), { mode: 0o644 });
@@ -122,7 +128,14 @@ export async function runStep(opts: RunStepOptions): Promise<RunStepResult> {
     let n = 0;
     for (const m of opts.mounts ?? []) {
       n++;
-      mounts.push(await mountSpec(m, n, bundle, opts.stateRoot, overlays, releases));
+      if (m.type === 'secret' && m.env !== undefined) {
+        env.push(`${m.env}=${m.data.toString('utf8')}`);
+        if (m.target === undefined) continue;
+      }
+      const spec = await mountSpec(m, n, bundle, opts.stateRoot, overlays, releases);
+      // runc wants absolute, clean destinations; the frontend has already joined relative ones to the workdir.
+      spec.destination = posix.normalize('/' + spec.destination);
+      mounts.push(spec);
     }
 
     for (const dest of ['/proc', '/dev', '/sys', ...mounts.map((m) => m.destination)]) {
@@ -133,7 +146,7 @@ export async function runStep(opts: RunStepOptions): Promise<RunStepResult> {
     const spec = buildRuntimeSpec({
       rootfs: opts.rootfs,
       args: opts.args,
-      env: opts.env ?? [],
+      env,
       cwd,
       user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
       hostname,
@@ -244,7 +257,9 @@ async function mountSpec(
       } catch (err) {
         if (errnoCode(err) !== 'EEXIST') throw err;
       }
-      return bindSpec(m.target, dir, m.readonly ?? false);
+      // Earlier steps control the cache's content, symlinks included: resolve inside it (CVE-2024-23651 class).
+      const src = m.subpath ? mkdirAllInRoot(dir, m.subpath, { uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 0o755 }) : dir;
+      return bindSpec(m.target, src, m.readonly ?? false);
     }
     case 'tmpfs': {
       const options = ['nosuid', 'nodev', 'mode=1777'];

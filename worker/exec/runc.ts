@@ -2,6 +2,7 @@
 // lines for a callback, cancellation by AbortSignal (`runc kill`, then `runc delete --force`), and a
 // container that is always deleted afterwards. The bundle itself is prepared by run-step.ts.
 import { spawn } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 import { execa } from 'execa';
 import { ObdkitError } from '../../src/util/errors.js';
 
@@ -35,17 +36,27 @@ function globalArgs(o: RuncOptions): string[] {
   return o.root ? ['--root', o.root] : [];
 }
 
+const MAX_LINE = 64 * 1024;
+
 /** Splits a byte stream into lines, keeping a partial last line until more arrives or the end. */
 class LineSplitter {
   private partial = '';
+  // A multi-byte character split across two chunks must not turn into replacement characters.
+  private readonly decoder = new StringDecoder('utf8');
   constructor(private readonly emit: (line: string) => void) {}
   push(chunk: Buffer): void {
-    const text = this.partial + chunk.toString('utf8');
+    const text = this.partial + this.decoder.write(chunk);
     const lines = text.split('\n');
     this.partial = lines.pop() ?? '';
     for (const l of lines) this.emit(l.endsWith('\r') ? l.slice(0, -1) : l);
+    // Output without newlines (progress bars, binary) must not grow without bound.
+    if (this.partial.length > MAX_LINE) {
+      this.emit(this.partial);
+      this.partial = '';
+    }
   }
   end(): void {
+    this.partial += this.decoder.end();
     if (this.partial !== '') this.emit(this.partial);
     this.partial = '';
   }

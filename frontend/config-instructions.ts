@@ -1,0 +1,236 @@
+// Instructions that only change the image config: ENV, LABEL, MAINTAINER, USER, EXPOSE, VOLUME,
+// STOPSIGNAL, SHELL, CMD, ENTRYPOINT, HEALTHCHECK and ONBUILD. Each updates the stage's config, its build
+// environment and its history; none adds a vertex. `convert.ts` handles the rest.
+import type { HealthConfig, ImageConfig } from '../src/solver/ops.js';
+import { ObdkitError } from '../src/util/errors.js';
+import {
+  allowFlags,
+  dockerfileError,
+  expand,
+  flagValue,
+  parseJsonArray,
+  parseNameVal,
+  splitWhitespace,
+  type Instruction,
+  type ParsedDockerfile,
+} from './instructions.js';
+import { ShellLex } from './shell-lex.js';
+import { DEFAULT_SHELL, setEnv } from './image-config.js';
+import { parseGoDuration } from './duration.js';
+
+/** The parts of a stage these instructions touch. */
+export interface ConfigState {
+  image: ImageConfig;
+  /** Build environment (image ENV plus ARG values), used for expansion and RUN. */
+  env: Map<string, string>;
+  /** CMD was set in this stage (so a later ENTRYPOINT keeps it). */
+  cmdSet: boolean;
+}
+
+export const CONFIG_INSTRUCTIONS = new Set([
+  'ENV', 'LABEL', 'MAINTAINER', 'USER', 'EXPOSE', 'VOLUME', 'STOPSIGNAL', 'SHELL', 'CMD', 'ENTRYPOINT', 'HEALTHCHECK', 'ONBUILD',
+]);
+
+export function addHistory(image: ImageConfig, createdBy: string, emptyLayer: boolean): void {
+  image.history.push(
+    emptyLayer
+      ? { created_by: createdBy, comment: 'buildkit.dockerfile.v0', empty_layer: true }
+      : { created_by: createdBy, comment: 'buildkit.dockerfile.v0' },
+  );
+}
+
+export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins: Instruction): void {
+  const lex = new ShellLex(df.escapeToken);
+  const word = (w: string): string => expand(df, ins, () => lex.processWord(w, s.env));
+  const cfg = s.image.config;
+  const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
+  const history = (createdBy: string, emptyLayer: boolean): void => addHistory(s.image, createdBy, emptyLayer);
+  const noFlags = (): void => allowFlags(df, ins, []);
+
+  switch (ins.keyword) {
+    case 'ENV': {
+      noFlags();
+      const pairs = expand(df, ins, () => parseNameVal(ins.rest, df.escapeToken, 'ENV'));
+      // Every pair is expanded against the environment before this instruction.
+      const expanded = pairs.map((p) => ({ key: word(p.key), value: word(p.value) }));
+      for (const p of expanded) {
+        s.env.delete(p.key);
+        s.env.set(p.key, p.value);
+        cfg.Env = setEnv(cfg.Env ?? [], p.key, p.value);
+      }
+      history('ENV ' + expanded.map((p) => `${p.key}=${p.value}`).join(' '), true);
+      return;
+    }
+    case 'LABEL': {
+      noFlags();
+      const pairs = expand(df, ins, () => parseNameVal(ins.rest, df.escapeToken, 'LABEL'));
+      const expanded = pairs.map((p) => ({ key: word(p.key), value: word(p.value) }));
+      cfg.Labels ??= {};
+      for (const p of expanded) cfg.Labels[p.key] = p.value;
+      history('LABEL ' + expanded.map((p) => `${p.key}=${p.value}`).join(' '), true);
+      return;
+    }
+    case 'MAINTAINER': {
+      noFlags();
+      if (ins.rest === '') throw err('MAINTAINER requires exactly one argument');
+      s.image.author = ins.rest;
+      history('MAINTAINER ' + ins.rest, true);
+      return;
+    }
+    case 'USER': {
+      noFlags();
+      const words = splitWhitespace(ins.rest);
+      if (words.length !== 1) throw err('USER requires exactly one argument');
+      cfg.User = word(ins.rest);
+      history('USER ' + cfg.User, true);
+      return;
+    }
+    case 'EXPOSE': {
+      noFlags();
+      const words = splitWhitespace(ins.rest);
+      if (words.length === 0) throw err('EXPOSE requires at least one argument');
+      cfg.ExposedPorts ??= {};
+      const added: string[] = [];
+      for (const w of words) {
+        for (const spec of expand(df, ins, () => lex.processWords(w, s.env))) {
+          for (const port of expand(df, ins, () => parsePortSpec(spec))) {
+            cfg.ExposedPorts[port] = {};
+            added.push(port);
+          }
+        }
+      }
+      history('EXPOSE map[' + added.map((p) => `${p}:{}`).join(' ') + ']', true);
+      return;
+    }
+    case 'VOLUME': {
+      noFlags();
+      const list = expand(df, ins, () => parseJsonArray(ins.rest)) ?? splitWhitespace(ins.rest);
+      if (list.length === 0) throw err('VOLUME requires at least one argument');
+      cfg.Volumes ??= {};
+      for (const raw of list) {
+        const v = word(raw.trim());
+        if (v === '') throw err('VOLUME specified can not be an empty string');
+        cfg.Volumes[v] = {};
+      }
+      history('VOLUME ' + JSON.stringify(list), true);
+      return;
+    }
+    case 'STOPSIGNAL': {
+      noFlags();
+      if (splitWhitespace(ins.rest).length !== 1) throw err('STOPSIGNAL requires exactly one argument');
+      const sig = word(ins.rest);
+      if (!/^(SIG[A-Z0-9+-]+|[A-Z0-9+-]+|\d+)$/.test(sig)) throw err(`Invalid signal: ${sig}`);
+      cfg.StopSignal = sig;
+      history('STOPSIGNAL ' + sig, true);
+      return;
+    }
+    case 'SHELL': {
+      noFlags();
+      const list = expand(df, ins, () => parseJsonArray(ins.rest));
+      if (!list) throw err('SHELL requires the arguments to be in JSON form');
+      if (list.length === 0) throw err('SHELL requires at least one argument');
+      cfg.Shell = list;
+      history('SHELL ' + JSON.stringify(list), true);
+      return;
+    }
+    case 'CMD':
+    case 'ENTRYPOINT': {
+      noFlags();
+      const json = expand(df, ins, () => parseJsonArray(ins.rest));
+      let args: string[];
+      if (json) args = json;
+      else args = ins.rest === '' && ins.keyword === 'ENTRYPOINT' ? [] : [...(cfg.Shell ?? DEFAULT_SHELL), ins.rest];
+      if (ins.keyword === 'CMD') {
+        cfg.Cmd = args;
+        s.cmdSet = true;
+      } else {
+        cfg.Entrypoint = args.length ? args : undefined;
+        // A new ENTRYPOINT drops a CMD that came from the base image.
+        if (!s.cmdSet) delete cfg.Cmd;
+      }
+      history(`${ins.keyword} ${JSON.stringify(args)}`, true);
+      return;
+    }
+    case 'HEALTHCHECK': {
+      cfg.Healthcheck = healthcheck(df, ins);
+      history('HEALTHCHECK ' + JSON.stringify(cfg.Healthcheck), true);
+      return;
+    }
+    case 'ONBUILD': {
+      noFlags();
+      const trigger = ins.original.replace(/^\s*ONBUILD\s*/i, '');
+      const kw = (trigger.split(/\s+/)[0] ?? '').toUpperCase();
+      if (kw === '') throw err('ONBUILD requires at least one argument');
+      if (kw === 'ONBUILD') throw err('Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed');
+      if (kw === 'MAINTAINER' || kw === 'FROM') throw err(`${kw} isn't allowed as an ONBUILD trigger`);
+      cfg.OnBuild = [...(cfg.OnBuild ?? []), trigger];
+      history('ONBUILD ' + trigger, true);
+      return;
+    }
+    default:
+      throw err(`${ins.keyword} is not an image config instruction`);
+  }
+}
+
+function healthcheck(df: ParsedDockerfile, ins: Instruction): HealthConfig {
+  const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
+  const m = /^(\S+)\s*([\s\S]*)$/.exec(ins.rest);
+  if (!m) throw err('HEALTHCHECK requires at least one argument');
+  const typ = m[1]!.toUpperCase();
+  const cmd = m[2]!;
+  if (typ === 'NONE') {
+    if (cmd.trim() !== '') throw err('HEALTHCHECK NONE takes no arguments');
+    if (ins.flags.length) throw err(`unknown flag: ${ins.flags[0]!.name}`);
+    return { Test: ['NONE'] };
+  }
+  allowFlags(df, ins, ['interval', 'timeout', 'start-period', 'start-interval', 'retries']);
+  if (typ !== 'CMD') throw err(`Unknown type "${typ}" in HEALTHCHECK (try CMD)`);
+  const json = expand(df, ins, () => parseJsonArray(cmd));
+  let test: string[];
+  if (json) {
+    if (json.length === 0) throw err('Missing command after HEALTHCHECK CMD');
+    test = ['CMD', ...json];
+  } else {
+    if (cmd.trim() === '') throw err('Missing command after HEALTHCHECK CMD');
+    test = ['CMD-SHELL', cmd];
+  }
+  const hc: HealthConfig = { Test: test };
+  const dur = (name: string): number | undefined => {
+    const v = flagValue(ins, name);
+    if (v === undefined || v === '') return undefined;
+    const ns = expand(df, ins, () => parseGoDuration(v));
+    if (ns === 0) return undefined;
+    if (ns < 1_000_000) throw err(`Interval "${name}" cannot be less than 1ms`);
+    return ns;
+  };
+  const interval = dur('interval');
+  const timeout = dur('timeout');
+  const startPeriod = dur('start-period');
+  const startInterval = dur('start-interval');
+  if (interval !== undefined) hc.Interval = interval;
+  if (timeout !== undefined) hc.Timeout = timeout;
+  if (startPeriod !== undefined) hc.StartPeriod = startPeriod;
+  if (startInterval !== undefined) hc.StartInterval = startInterval;
+  const retries = flagValue(ins, 'retries');
+  if (retries !== undefined && retries !== '') {
+    if (!/^-?\d+$/.test(retries)) throw err(`strconv.ParseInt: parsing "${retries}": invalid syntax`);
+    const n = Number(retries);
+    if (n < 0) throw err(`--retries cannot be negative (${n})`);
+    hc.Retries = n;
+  }
+  return hc;
+}
+
+/** `80`, `80/udp`, `8000-8002/tcp` -> `80/tcp`, ... */
+function parsePortSpec(spec: string): string[] {
+  const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec);
+  if (!m) throw new Error(`invalid containerPort: ${spec}`);
+  const lo = Number(m[1]);
+  const hi = m[2] ? Number(m[2]) : lo;
+  const proto = (m[3] ?? 'tcp').toLowerCase();
+  if (lo < 1 && hi < 1) throw new Error(`invalid containerPort: ${spec}`);
+  if (hi < lo || hi > 65535) throw new Error(`invalid range specified for container port: ${spec}`);
+  const out: string[] = [];
+  for (let p = lo; p <= hi; p++) out.push(`${p}/${proto}`);
+  return out;
+}
