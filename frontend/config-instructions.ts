@@ -107,19 +107,21 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       const list = expand(df, ins, () => parseJsonArray(ins.rest)) ?? splitWhitespace(ins.rest);
       if (list.length === 0) throw err('VOLUME requires at least one argument');
       cfg.Volumes ??= {};
+      const vols: string[] = [];
       for (const raw of list) {
         const v = word(raw.trim());
         if (v === '') throw err('VOLUME specified can not be an empty string');
         cfg.Volumes[v] = {};
+        vols.push(v);
       }
-      history('VOLUME ' + JSON.stringify(list), true);
+      history(`VOLUME [${vols.join(' ')}]`, true);
       return;
     }
     case 'STOPSIGNAL': {
       noFlags();
       if (splitWhitespace(ins.rest).length !== 1) throw err('STOPSIGNAL requires exactly one argument');
       const sig = word(ins.rest);
-      if (!/^(SIG[A-Z0-9+-]+|[A-Z0-9+-]+|\d+)$/.test(sig)) throw err(`Invalid signal: ${sig}`);
+      if (!validSignal(sig)) throw err(`invalid signal: ${sig}`);
       cfg.StopSignal = sig;
       history('STOPSIGNAL ' + sig, true);
       return;
@@ -130,7 +132,7 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       if (!list) throw err('SHELL requires the arguments to be in JSON form');
       if (list.length === 0) throw err('SHELL requires at least one argument');
       cfg.Shell = list;
-      history('SHELL ' + JSON.stringify(list), true);
+      history(`SHELL [${list.join(' ')}]`, true);
       return;
     }
     case 'CMD':
@@ -142,13 +144,15 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       else args = ins.rest === '' && ins.keyword === 'ENTRYPOINT' ? [] : [...(cfg.Shell ?? DEFAULT_SHELL), ins.rest];
       if (ins.keyword === 'CMD') {
         cfg.Cmd = args;
+        // Docker's image spec keeps this flag; BuildKit sets it for every CMD.
+        cfg.ArgsEscaped = true;
         s.cmdSet = true;
       } else {
         cfg.Entrypoint = args.length ? args : undefined;
         // A new ENTRYPOINT drops a CMD that came from the base image.
         if (!s.cmdSet) delete cfg.Cmd;
       }
-      history(`${ins.keyword} ${JSON.stringify(args)}`, true);
+      history(`${ins.keyword} ${goQuoteList(args)}`, true);
       return;
     }
     case 'HEALTHCHECK': {
@@ -163,8 +167,8 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       if (kw === '') throw err('ONBUILD requires at least one argument');
       if (kw === 'ONBUILD') throw err('Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed');
       if (kw === 'MAINTAINER' || kw === 'FROM') throw err(`${kw} isn't allowed as an ONBUILD trigger`);
+      // No history entry: BuildKit records ONBUILD only in the config.
       cfg.OnBuild = [...(cfg.OnBuild ?? []), trigger];
-      history('ONBUILD ' + trigger, true);
       return;
     }
     default:
@@ -180,7 +184,7 @@ function healthcheck(df: ParsedDockerfile, ins: Instruction): HealthConfig {
   const cmd = m[2]!;
   if (typ === 'NONE') {
     if (cmd.trim() !== '') throw err('HEALTHCHECK NONE takes no arguments');
-    if (ins.flags.length) throw err(`unknown flag: ${ins.flags[0]!.name}`);
+    if (ins.flags.length) throw err(`unknown flag: --${ins.flags[0]!.name}`);
     return { Test: ['NONE'] };
   }
   allowFlags(df, ins, ['interval', 'timeout', 'start-period', 'start-interval', 'retries']);
@@ -221,16 +225,43 @@ function healthcheck(df: ParsedDockerfile, ins: Instruction): HealthConfig {
   return hc;
 }
 
-/** `80`, `80/udp`, `8000-8002/tcp` -> `80/tcp`, ... */
+/**
+ * `80`, `80/udp`, `8000-8002/tcp` -> `80/tcp`, ...; an `ip:hostPort:` prefix is accepted and ignored (BuildKit
+ * only warns about it). Error texts are those of Docker's port parser.
+ */
 function parsePortSpec(spec: string): string[] {
-  const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec);
-  if (!m) throw new Error(`invalid containerPort: ${spec}`);
+  const slash = spec.lastIndexOf('/');
+  let port = slash < 0 ? spec : spec.slice(0, slash);
+  const proto = slash < 0 ? 'tcp' : spec.slice(slash + 1).toLowerCase();
+  if (!['tcp', 'udp', 'sctp'].includes(proto)) throw new Error(`invalid port: "${spec}": invalid proto: ${proto}`);
+  const colon = port.lastIndexOf(':');
+  if (colon >= 0) port = port.slice(colon + 1);
+  const m = /^(\d+)(?:-(\d+))?$/.exec(port);
+  if (!m) throw new Error(`invalid containerPort: ${port}`);
   const lo = Number(m[1]);
   const hi = m[2] ? Number(m[2]) : lo;
-  const proto = (m[3] ?? 'tcp').toLowerCase();
-  if (lo < 1 && hi < 1) throw new Error(`invalid containerPort: ${spec}`);
-  if (hi < lo || hi > 65535) throw new Error(`invalid range specified for container port: ${spec}`);
+  if (lo > 65535 || hi > 65535 || hi < lo) throw new Error(`invalid containerPort: ${port}`);
   const out: string[] = [];
   for (let p = lo; p <= hi; p++) out.push(`${p}/${proto}`);
   return out;
+}
+
+/** Linux signal names Docker accepts in STOPSIGNAL (with or without `SIG`), besides numbers. */
+const SIGNALS = new Set([
+  'ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL', 'PROF',
+  'PWR', 'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'UNUSED', 'URG', 'USR1', 'USR2',
+  'VTALRM', 'WINCH', 'XCPU', 'XFSZ',
+]);
+
+function validSignal(sig: string): boolean {
+  if (/^\d+$/.test(sig)) return Number(sig) > 0;
+  const name = sig.toUpperCase().replace(/^SIG/, '');
+  if (SIGNALS.has(name)) return true;
+  // Real-time signals: RTMIN, RTMIN+3, RTMAX-2.
+  return /^RT(MIN|MAX)([+-]\d+)?$/.test(name);
+}
+
+/** Go's `%q` of a string slice (`["a" "b c"]`), the form BuildKit writes into history entries. */
+function goQuoteList(list: string[]): string {
+  return `[${list.map((x) => JSON.stringify(x)).join(' ')}]`;
 }

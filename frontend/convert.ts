@@ -145,7 +145,8 @@ class Converter {
 
   async run(): Promise<ConvertResult> {
     const df = this.df;
-    const { metaArgs, stages } = splitStages(df);
+    const { metaArgs, stages, warnings } = splitStages(df);
+    this.warnings.push(...warnings);
     const targetIdx = resolveTarget(df, stages, this.opts.target);
     const targetName = stages[targetIdx]!.name;
     const auto = platformArgs(this.buildPlatform, this.targetPlatform, targetName);
@@ -333,11 +334,16 @@ class Converter {
     return out + text;
   }
 
-  /** The step's display text: the instruction as written, known variables filled in, keyword upper-cased. */
+  /**
+   * The step's display text: the instruction as written with variables expanded and the keyword upper-cased.
+   * As in BuildKit, RUN keeps its quotes and unknown variables (the shell will see them); COPY, ADD and
+   * WORKDIR show the fully expanded words.
+   */
   private displayText(s: StageState, df: ParsedDockerfile, ins: Instruction): string {
     let text = ins.original;
+    const run = ins.keyword === 'RUN';
     try {
-      text = new ShellLex(df.escapeToken).processWord(text, s.env, { rawQuotes: true, skipUnsetEnv: true });
+      text = new ShellLex(df.escapeToken).processWord(text, s.env, run ? { rawQuotes: true, skipUnsetEnv: true } : {});
     } catch {
       // unbalanced quotes and the like: show it as written
     }
@@ -506,7 +512,7 @@ class Converter {
           const file = this.addVertex(
             { kind: 'file', actions: [{ action: 'mkfile', path: '/' + h.name, mode: 0o755, data }] },
             [],
-            'preparing inline document',
+            '[internal] preparing inline document',
           );
           mounts.push({ type: 'bind', target: '/dev/pipes/', source: '/', from: file, readonly: true });
           inputs.push(file);
@@ -661,9 +667,6 @@ class Converter {
       const intoDir = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
       dest = intoDir && !joined.endsWith('/') ? joined + '/' : joined;
     }
-    if (sources.length > 1 && !dest.endsWith('/')) {
-      throw err(`When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
-    }
 
     const chownRaw = flagValue(ins, 'chown');
     const chown = chownRaw ? parseChown(word(chownRaw)) : undefined;
@@ -705,7 +708,7 @@ class Converter {
         const file = this.addVertex(
           { kind: 'file', actions: [{ action: 'mkfile', path: '/' + src.heredoc.name, mode: 0o644, data: src.heredoc.data }] },
           [],
-          'preparing inline document',
+          '[internal] preparing inline document',
         );
         inputs.push(file);
         actions.push({ ...base, from: file, src: ['/' + src.heredoc.name] });
@@ -753,11 +756,12 @@ class Converter {
     }
     const name = this.prefix(s, this.displayText(s, df, ins), onbuild);
     s.vertex = this.addVertex({ kind: 'file', base: s.vertex, actions: merged }, [...new Set(inputs)], name, ins, s.ignoreCache);
+    // The history line BuildKit writes: sources and destination as written (after expansion).
     const parts = [ins.keyword];
     if (parents) parts.push('--parents');
     if (chownRaw) parts.push(`--chown=${word(chownRaw)}`);
     if (chmod) parts.push(`--chmod=${chmod}`);
-    parts.push(...sources.map((x) => x.path ?? x.heredoc!.name), dest);
+    parts.push(...sources.map((x) => x.path ?? `<<${x.heredoc!.name}`), word(rawDest));
     s.image.history.push({ created_by: parts.join(' ') + ' # buildkit', comment: 'buildkit.dockerfile.v0' });
   }
 }

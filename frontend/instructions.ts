@@ -24,7 +24,9 @@ export interface Heredoc {
 }
 
 export interface Instruction {
+  /** Upper-cased keyword; `rawKeyword` is as written (casing lint rules). */
   keyword: string;
+  rawKeyword: string;
   /** 1-based first and last line, heredoc bodies included. */
   line: number;
   endLine: number;
@@ -36,6 +38,8 @@ export interface Instruction {
   heredocs: Heredoc[];
   /** Comment lines directly above (BuildKit's doc comments for stages and args). */
   comments: string[];
+  /** Set when a blank line sat inside the continuation; the line where the logical line ended. */
+  emptyContinuationLine?: number;
 }
 
 export interface ParsedDockerfile {
@@ -97,12 +101,16 @@ export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDock
     let first = t;
     let logical: string;
     let cont = contRe.test(first);
+    let emptyContinuation = false;
     logical = cont ? first.replace(contRe, '') : first;
     while (cont && i + 1 < lines.length) {
       i++;
       const raw = lines[i]!;
       if (raw.trimStart().startsWith('#')) continue;
-      if (raw.trim() === '') continue;
+      if (raw.trim() === '') {
+        emptyContinuation = true;
+        continue;
+      }
       cont = contRe.test(raw);
       logical += cont ? raw.replace(contRe, '') : raw;
     }
@@ -111,6 +119,7 @@ export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDock
     const keyword = (m?.[1] ?? '').toUpperCase();
     const afterKeyword = m?.[2] ?? '';
     const lineNo = start + 1;
+    const logicalEnd = i + 1;
     if (!KNOWN.has(keyword)) {
       throw dockerfileError(`unknown instruction: ${m?.[1] ?? first}`, file, lineNo);
     }
@@ -142,7 +151,19 @@ export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDock
       }
     }
     next = i + 1;
-    out.push({ keyword, line: lineNo, endLine: i + 1, original: logical.trim(), flags, rest: rest.trim(), heredocs, comments: [...comments] });
+    const ins: Instruction = {
+      keyword,
+      rawKeyword: m?.[1] ?? keyword,
+      line: lineNo,
+      endLine: i + 1,
+      original: logical.trim(),
+      flags,
+      rest: rest.trim(),
+      heredocs,
+      comments: [...comments],
+    };
+    if (emptyContinuation) ins.emptyContinuationLine = logicalEnd;
+    out.push(ins);
     comments.length = 0;
   }
   if (out.length === 0) throw dockerfileError('file with no instructions', file, lines.length);
@@ -227,7 +248,7 @@ export function expand<T>(df: ParsedDockerfile, ins: Instruction, fn: () => T): 
 
 export function allowFlags(df: ParsedDockerfile, ins: Instruction, allowed: string[]): void {
   for (const f of ins.flags) {
-    if (!allowed.includes(f.name)) throw dockerfileError(`unknown flag: ${f.name}`, df.file, ins.line);
+    if (!allowed.includes(f.name)) throw dockerfileError(`unknown flag: --${f.name}`, df.file, ins.line);
   }
 }
 

@@ -28,7 +28,8 @@ export interface MetaArg {
 }
 
 /** The syntactic pass: stages and global ARGs, with their errors located. */
-export function splitStages(df: ParsedDockerfile): { metaArgs: Instruction[]; stages: StageDef[] } {
+export function splitStages(df: ParsedDockerfile): { metaArgs: Instruction[]; stages: StageDef[]; warnings: string[] } {
+  const warnings: string[] = [];
   const metaArgs: Instruction[] = [];
   const stages: StageDef[] = [];
   for (const ins of df.instructions) {
@@ -41,7 +42,10 @@ export function splitStages(df: ParsedDockerfile): { metaArgs: Instruction[]; st
         if (!STAGE_NAME_RE.test(name)) {
           throw dockerfileError(`invalid name for build stage: "${words[2]}", name can't start with a number or contain symbols`, df.file, ins.line);
         }
-        if (stages.some((s) => s.name === name)) throw dockerfileError(`duplicate stage name "${name}"`, df.file, ins.line);
+        if (stages.some((s) => s.name === name)) {
+          // BuildKit only warns (lint rule DuplicateStageName); references find the first stage of the name.
+          warnings.push(`Duplicate stage name "${name}", stage names should be unique (line ${ins.line})`);
+        }
       } else if (words.length !== 1) {
         throw dockerfileError('FROM requires either one or three arguments', df.file, ins.line);
       }
@@ -57,7 +61,7 @@ export function splitStages(df: ParsedDockerfile): { metaArgs: Instruction[]; st
     stages[stages.length - 1]!.commands.push(ins);
   }
   if (stages.length === 0) throw dockerfileError('the Dockerfile has no FROM instruction', df.file, df.instructions[0]?.line ?? 1);
-  return { metaArgs, stages };
+  return { metaArgs, stages, warnings };
 }
 
 /** ARG words: `NAME` or `NAME=default` (quotes kept for expansion), with doc comments. */

@@ -110,13 +110,18 @@ export async function pushBaseImage(
   const target = typeof ref === 'string' ? parseReference(ref) : ref;
   const client = opts.client ?? new RegistryClient();
   const docs = baseImageDocuments({ digest, size, diffId }, info);
-  const pushed = await pushImage(client, target, {
-    manifest: docs.manifest,
-    mediaType: MediaType.ociManifest,
-    blobs: [
-      { descriptor: { digest: docs.configDigest, size: docs.config.length }, source: bufferSource(docs.config) },
-      { descriptor: { digest, size }, source: await fileSource(info.tarPath) },
-    ],
-  });
+  let pushed;
+  try {
+    pushed = await pushImage(client, target, {
+      manifest: docs.manifest,
+      mediaType: MediaType.ociManifest,
+      blobs: [
+        { descriptor: { digest: docs.configDigest, size: docs.config.length }, source: bufferSource(docs.config) },
+        { descriptor: { digest, size }, source: await fileSource(info.tarPath) },
+      ],
+    });
+  } finally {
+    if (opts.client === undefined) await client.close();
+  }
   return { digest: pushed.digest, manifest: docs.manifest, config: docs.config, configDigest: docs.configDigest, layerDigest: digest };
 }

@@ -6,6 +6,7 @@ import { createReadStream, lstatSync, readdirSync, readlinkSync, type Stats } fr
 import { join } from 'node:path';
 import { writeTarFile, type TarFileWriter } from './tar-writer.js';
 import { ObdkitError } from '../util/errors.js';
+import { splitDev } from '../../worker/exec/mknod.js';
 
 export async function writeRootfsTar(rootfs: string, dest: string): Promise<void> {
   await writeTarFile(dest, async (w) => {
@@ -39,8 +40,8 @@ async function walk(w: TarFileWriter, root: string, rel: string, links: Map<stri
       await w.addEntry({
         ...meta(r, st),
         type: st.isCharacterDevice() ? 'character-device' : 'block-device',
-        devmajor: Math.floor(st.rdev / 256) & 0xfff,
-        devminor: (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00),
+        devmajor: splitDev(st.rdev).major,
+        devminor: splitDev(st.rdev).minor,
       });
     } else if (!st.isSocket()) {
       throw new ObdkitError('EEXPORT', 'unsupported file type in rootfs', { file: host });

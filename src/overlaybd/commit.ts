@@ -143,7 +143,8 @@ export function planCommit(mappings: readonly Mapping[]): CommitPlan {
 
 /**
  * The sealed layer's bytes, in file order, as chunks of at most 1 MiB (header and trailer are their
- * own 4 KiB chunks). Chunks are never reused, so a consumer may keep them.
+ * own 4 KiB chunks). Chunks are never reused, so a consumer may keep them. The source must not be
+ * written to until the generator is done (its mappings are taken once, at the start).
  */
 export async function* commitLayer(source: LayerView, opts: CommitOptions = {}): AsyncGenerator<Buffer> {
   const userTag = userTagBytes(opts.userTag);
@@ -164,8 +165,7 @@ export async function* commitLayer(source: LayerView, opts: CommitOptions = {}):
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   for (const m of mappings) {
-    if (m.length <= 0) continue;
-    if (m.zeroed) continue;
+    if (m.length <= 0 || m.zeroed) continue;
     for (let done = 0, n = 0; done < m.length; done += n) {
       n = Math.min(IO_SECTORS - pendingBytes / SECTOR_SIZE, m.length - done);
       const at = (m.moffset + done) * SECTOR_SIZE;

@@ -5,7 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ZFileAlgorithm } from './codec.js';
-import type { CompressReply, CompressRequest } from './compress-worker.js';
+import type { CompressReply, CompressRequest, WorkerReady } from './compress-worker.js';
 
 export interface CompressedBatch {
   /** block0 crc0 block1 crc1 … */
@@ -27,7 +27,12 @@ interface Task {
 interface Slot {
   worker: Worker;
   task: Task | null;
+  /** The worker's module has loaded; before that it is given nothing, so a failed start loses no data. */
+  ready: boolean;
 }
+
+/** Consecutive workers that may die before loading before queued work is failed. */
+const MAX_START_FAILURES = 3;
 
 const WORKER_URL = new URL('./compress-worker.js', import.meta.url);
 
@@ -42,6 +47,7 @@ export class CompressPool {
   private readonly queue: Task[] = [];
   private nextId = 1;
   private closed = false;
+  private startFailures = 0;
 
   constructor(threads = availableParallelism()) {
     this.threads = Math.max(1, threads);
@@ -73,10 +79,15 @@ export class CompressPool {
 
   private pump(): void {
     while (this.queue.length > 0) {
-      let slot = this.slots.find((s) => s.task === null);
+      const slot = this.slots.find((s) => s.ready && s.task === null);
       if (!slot) {
-        if (this.slots.length >= this.threads) return;
-        slot = this.spawn();
+        // Start workers up to the limit; queued tasks go out as they report ready.
+        const starting = this.slots.filter((s) => !s.ready).length;
+        if (this.slots.length < this.threads && starting < this.queue.length) {
+          this.spawn();
+          continue;
+        }
+        return;
       }
       const task = this.queue.shift()!;
       slot.task = task;
@@ -87,9 +98,16 @@ export class CompressPool {
 
   private spawn(): Slot {
     const worker = new Worker(WORKER_URL, { execArgv: workerExecArgv() });
-    const slot: Slot = { worker, task: null };
-    worker.unref();
-    worker.on('message', (reply: CompressReply) => {
+    const slot: Slot = { worker, task: null, ready: false };
+    // Referenced while starting: queued work is waiting for it.
+    worker.on('message', (reply: CompressReply | WorkerReady) => {
+      if ('ready' in reply) {
+        slot.ready = true;
+        this.startFailures = 0;
+        worker.unref();
+        this.pump();
+        return;
+      }
       const task = slot.task;
       slot.task = null;
       worker.unref();
@@ -105,14 +123,22 @@ export class CompressPool {
     });
     const fail = (err: Error): void => {
       const i = this.slots.indexOf(slot);
-      if (i >= 0) this.slots.splice(i, 1);
+      if (i < 0) return;
+      this.slots.splice(i, 1);
       slot.task?.reject(new Error(`compression worker died: ${err.message}`));
       slot.task = null;
-      if (!this.closed) this.pump();
+      if (this.closed) return;
+      if (!slot.ready && ++this.startFailures >= MAX_START_FAILURES) {
+        const e = new Error(`compression workers fail to start: ${err.message}`);
+        for (const t of this.queue.splice(0)) t.reject(e);
+        this.startFailures = 0;
+        return;
+      }
+      this.pump();
     };
     worker.on('error', fail);
     worker.on('exit', (code) => {
-      if (!this.closed && this.slots.includes(slot)) fail(new Error(`exit code ${code}`));
+      if (!this.closed) fail(new Error(`exited with code ${code} ${slot.ready ? 'while working' : 'before loading'}`));
     });
     this.slots.push(slot);
     return slot;

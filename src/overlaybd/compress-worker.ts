@@ -21,6 +21,11 @@ export type CompressReply =
   | { id: number; output: ArrayBuffer; used: number; lengths: Uint32Array; input: ArrayBuffer }
   | { id: number; error: string };
 
+/** Sent once when the module has loaded: only then does the pool hand over (transfer) any data. */
+export interface WorkerReady {
+  ready: true;
+}
+
 const compressors = new Map<ZFileAlgorithm, BlockCompressor>();
 
 function compressBatch(req: CompressRequest): CompressReply {
@@ -53,3 +58,6 @@ parentPort?.on('message', (req: CompressRequest) => {
   }
   parentPort!.postMessage(reply, 'error' in reply ? [] : [reply.output, reply.input, reply.lengths.buffer as ArrayBuffer]);
 });
+
+const ready: WorkerReady = { ready: true };
+parentPort?.postMessage(ready);

@@ -34,7 +34,21 @@ function hashFileSync(path: string): { hex: string; size: number } {
 }
 
 /** `sha256:<hex>` and byte size of the file at `path`, hashed off the main thread. */
-export function sha256File(path: string): Promise<{ digest: string; size: number }> {
+export async function sha256File(path: string): Promise<{ digest: string; size: number }> {
+  // A worker that dies without answering (e.g. its module could not be loaded) is retried: the job is
+  // only a path, so nothing is lost. A reply carrying an error (unreadable file) is final.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await hashInWorker(path);
+    } catch (err) {
+      if (!(err instanceof WorkerDied) || attempt >= 3) throw err;
+    }
+  }
+}
+
+class WorkerDied extends Error {}
+
+function hashInWorker(path: string): Promise<{ digest: string; size: number }> {
   return new Promise((resolve, reject) => {
     const job: Job = { [MARKER]: true, path };
     // Flags such as --input-type belong to a command-line entry script and make a worker fail to start.
@@ -47,11 +61,14 @@ export function sha256File(path: string): Promise<{ digest: string; size: number
       else resolve({ digest: `sha256:${r.hex}`, size: r.size });
     });
     worker.once('error', (err) => {
+      if (settled) return;
       settled = true;
-      reject(err);
+      reject(new WorkerDied(`sha256 worker for ${path} failed: ${err.message}`));
     });
     worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`sha256 worker for ${path} exited with code ${code}`));
+      if (settled) return;
+      settled = true;
+      reject(new WorkerDied(`sha256 worker for ${path} exited with code ${code} without answering`));
     });
   });
 }

@@ -2,7 +2,8 @@
 // order they were written) and an index file (4 KiB header, then one 16-byte record per write or discard).
 // Nothing is ever overwritten in place: a rewrite appends again and the newest record wins, so a crash
 // leaves a log that replays up to its last complete record. `overlaybd-create data index N` and the
-// overlaybd device daemon produce and consume the same pair; commit.ts seals it into a read-only layer.
+// overlaybd device daemon produce and consume the same pair; commit.ts compacts it into a read-only
+// layer, and `seal()` turns the data file into one in place (lsmt-file.ts opens both results).
 //
 // The sparse form (`overlaybd-create -s`: the disk in place inside the data file, no index) opens
 // read-only, enough to read and commit it.
@@ -17,6 +18,7 @@ import {
   type HeaderTrailer,
   FLAG_DATA,
   FLAG_HEADER,
+  FLAG_SEALED,
   HT_SPACE,
   OFF_FLAGS,
   OFF_INDEX_OFFSET,
@@ -28,6 +30,7 @@ import {
   isSparseRw,
   parseHeaderTrailer,
 } from './lsmt-header.js';
+import { MAX_RO_INDEX_SIZE } from './lsmt-file.js';
 import { type LayerRead, type LayerView, checkSectorAligned, readThroughMappings } from './lsmt-layer.js';
 import { INVALID_RECORD, MAX_LENGTH, type Mapping, RECORD_SIZE, SECTOR_SIZE, decodeMapping, encodeMapping, isInvalidRecord } from './segment.js';
 import { SegmentIndex } from './segment-index.js';
@@ -323,6 +326,52 @@ export class RwLayer implements LayerView {
     writeFully(this.dataFd, v, OFF_VIRTUAL_SIZE, this.dataPath);
     writeFully(this.indexFd, v, OFF_VIRTUAL_SIZE, this.indexPath);
     this.vsize = virtualSize;
+  }
+
+  /**
+   * Turns the data file into a read-only layer in place, without compaction (overlaybd's `close_seal`,
+   * `overlaybd-commit --seal`): the live records, sorted, are appended after the data and padded with
+   * zeros to a whole sector, then a trailer (exact record count; uuid, parent and virtual size from the
+   * data file's header). The layer is closed afterwards; open the data file with openSealedLayer.
+   * The index file is left as it was.
+   */
+  seal(): void {
+    this.checkWritable();
+    const count = this.index.size;
+    if (count > MAX_RO_INDEX_SIZE) {
+      throw new ObdkitError('ETOOBIG', `${count} records: a sealed layer may hold at most ${MAX_RO_INDEX_SIZE}`, { file: this.dataPath });
+    }
+    const header = parseHeaderTrailer(readBlock(this.dataFd, 0, HT_SPACE), this.dataPath, 0);
+    const indexOffset = this.dataEnd;
+    let pos = indexOffset;
+    const batch = Buffer.alloc(INDEX_READ_RECORDS * RECORD_SIZE);
+    let inBatch = 0;
+    for (const m of this.index) {
+      encodeMapping(m, batch, inBatch * RECORD_SIZE);
+      if (++inBatch === INDEX_READ_RECORDS) {
+        writeFully(this.dataFd, batch, pos, this.dataPath);
+        pos += batch.length;
+        inBatch = 0;
+      }
+    }
+    const tail = Math.ceil((inBatch * RECORD_SIZE) / SECTOR_SIZE) * SECTOR_SIZE;
+    if (tail) {
+      batch.fill(0, inBatch * RECORD_SIZE, tail);
+      writeFully(this.dataFd, batch.subarray(0, tail), pos, this.dataPath);
+      pos += tail;
+    }
+    const trailer = encodeHeaderTrailer({
+      flags: FLAG_DATA | FLAG_SEALED,
+      indexOffset,
+      indexSize: count,
+      virtualSize: header.virtualSize,
+      uuid: header.uuid,
+      parentUuid: header.parentUuid,
+    });
+    writeFully(this.dataFd, trailer, pos, this.dataPath);
+    this.dataEnd = pos + trailer.length;
+    fsyncSync(this.dataFd);
+    this.close();
   }
 
   /** Makes everything written so far durable: data first, then the records pointing to it. */

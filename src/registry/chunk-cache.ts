@@ -83,6 +83,8 @@ export class ChunkCache implements ChunkCacheLayout {
   /** Insertion order is use order: the first entry is the least recently used. */
   private readonly entries = new Map<string, Entry>();
   private readonly dirsMade = new Set<string>();
+  /** Chunks being fetched right now, shared by every RemoteBlob on this cache. */
+  private readonly fetching = new Map<string, Promise<Buffer>>();
   private total = 0;
 
   private constructor(opts: ChunkCacheOptions) {
@@ -140,6 +142,23 @@ export class ChunkCache implements ChunkCacheLayout {
 
   private key(digest: string, index: number): string {
     return `${digestFileName(digest)}/${index}`;
+  }
+
+  /** The fetch in progress for a chunk, if any. */
+  pending(digest: string, index: number): Promise<Buffer> | undefined {
+    return this.fetching.get(this.key(digest, index));
+  }
+
+  /** Registers a fetch of a chunk so concurrent readers wait for it instead of fetching again. */
+  trackPending(digest: string, index: number, p: Promise<Buffer>): Promise<Buffer> {
+    const key = this.key(digest, index);
+    const tracked = p.finally(() => {
+      if (this.fetching.get(key) === tracked) this.fetching.delete(key);
+    });
+    // Failures reach callers through the returned promise; the tracking copy must not be unhandled.
+    tracked.catch(() => undefined);
+    this.fetching.set(key, tracked);
+    return tracked;
   }
 
   has(digest: string, index: number): boolean {

@@ -39,7 +39,6 @@ export interface RemoteBlobStats {
 export class RemoteBlob {
   readonly stats: RemoteBlobStats = { networkBytes: 0, networkRequests: 0, servedBytes: 0, cacheHitBytes: 0 };
   private knownSize: number | undefined;
-  private readonly inflightChunks = new Map<number, Promise<Buffer>>();
   private readonly inflightRanges = new Map<string, Promise<Buffer>>();
   private direct: { url: URL; until: number } | undefined;
   private readonly name: string;
@@ -96,13 +95,18 @@ export class RemoteBlob {
     const waits: Promise<unknown>[] = [];
     const missing: number[] = [];
     for (let i = first; i <= last; i++) {
-      const p = this.inflightChunks.get(i);
+      const p = cache.pending(this.digest, i);
       if (p) waits.push(p);
       else if (cache.has(this.digest, i)) cache.touch(this.digest, i);
       else missing.push(i);
     }
     for (const p of this.fetchChunks(cache, missing, size).values()) waits.push(p);
     await Promise.all(waits);
+    for (let i = first; i <= last; i++) {
+      if (!cache.has(this.digest, i)) {
+        throw new ObdkitError('ECACHE_WRITE', `chunk ${i} could not be stored in the cache (disk full, or the cache cap is smaller than the working set?)`, { ref: this.name, offset: i * cs });
+      }
+    }
   }
 
   /** Blocking read of cached bytes (after ensureCached), as a worker thread would do it. */
@@ -125,7 +129,7 @@ export class RemoteBlob {
     const parts = new Map<number, Promise<Buffer>>();
     const missing: number[] = [];
     for (let i = first; i <= last; i++) {
-      const p = this.inflightChunks.get(i);
+      const p = cache.pending(this.digest, i);
       if (p) parts.set(i, p.then((chunk) => chunk.subarray(this.sliceStart(i, offset, cs), this.sliceEnd(i, end, cs))));
       else if (!cache.has(this.digest, i)) missing.push(i);
       else {
@@ -177,16 +181,11 @@ export class RemoteBlob {
       for (let i = firstChunk; i <= lastChunk; i++) {
         const p = run.then(async (buf) => {
           const chunk = buf.subarray(i * cs - start, Math.min(buf.length, (i + 1) * cs - start));
-          await cache.put(this.digest, i, chunk);
+          // A full disk must not fail the read that already has its bytes; ensureCached checks presence itself.
+          await cache.put(this.digest, i, chunk).catch((err: unknown) => log.warn({ blob: this.name, chunk: i, err: (err as Error).message }, 'cannot cache chunk'));
           return chunk;
         });
-        const tracked = p.finally(() => {
-          if (this.inflightChunks.get(i) === tracked) this.inflightChunks.delete(i);
-        });
-        // Failures reach the caller through `out`; keep the tracking copy from being an unhandled rejection.
-        tracked.catch(() => undefined);
-        this.inflightChunks.set(i, tracked);
-        out.set(i, tracked);
+        out.set(i, cache.trackPending(this.digest, i, p));
       }
       k = j + 1;
     }

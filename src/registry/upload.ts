@@ -126,7 +126,8 @@ export async function uploadBlob(
     // Ask the registry how much it kept; any doubt means starting a new session.
     if (location !== undefined && offset > 0) {
       const status = await uploadStatus(client, ref, location).catch(() => undefined);
-      if (status && status.held <= desc.size) {
+      // "0-0" is ambiguous (nothing, or one byte): only a clear answer is worth resuming from.
+      if (status && status.held > 1 && status.held <= desc.size) {
         stats.resumes++;
         offset = status.held;
         location = status.location;

@@ -3,10 +3,11 @@
 // the result back with Return, see gateway.ts) or "direct frontend" (older clients name the frontend in
 // Solve itself). Either way the result goes to the backend's export, progress ends before Solve answers,
 // and client cancellation aborts the build's AbortSignal.
+import { randomUUID } from 'node:crypto';
 import { Metadata, status as GrpcStatus, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
 import { ObdkitError } from '../util/errors.js';
 import { log } from '../util/log.js';
-import type { BuildBackend, BuildContext, CacheSpec, ExporterSpec, FrontendRequest, FrontendResult } from './backend.js';
+import type { BuildBackend, BuildContext, CacheSpec, DiskUsageEntry, ExporterSpec, FrontendRequest, FrontendResult } from './backend.js';
 import { RemoteBuildSession } from './build-session.js';
 import {
   type BuildHistoryEvent,
@@ -24,10 +25,9 @@ import { GrpcStatusError, toServiceError, unimplemented } from './grpc-errors.js
 import { unaryHandler } from './handlers.js';
 import type { JobRegistry } from './jobs.js';
 import { SessionClient } from './session-client.js';
+import { monitorSession } from './session-health.js';
 import type { SessionRegistry } from './sessions.js';
 import { SessionTunnel } from './tunnel.js';
-import type { DiskUsageEntry } from './backend.js';
-import { randomUUID } from 'node:crypto';
 
 export interface ServerDeps {
   backend: BuildBackend;
@@ -195,7 +195,7 @@ export function controlService(deps: ServerDeps): ControlServer {
   function session(call: ServerDuplexStream<BytesMessage, BytesMessage>): void {
     const id = metadataValues(call.metadata, SESSION_UUID)[0];
     if (id === undefined) {
-      call.destroy(Object.assign(new Error('session id header missing'), { code: GrpcStatus.INVALID_ARGUMENT }));
+      call.emit('error', { code: GrpcStatus.INVALID_ARGUMENT, details: `${SESSION_UUID} header missing` });
       return;
     }
     const sharedKey = metadataValues(call.metadata, SESSION_SHAREDKEY)[0] ?? '';
@@ -204,6 +204,7 @@ export function controlService(deps: ServerDeps): ControlServer {
     const tunnel = new SessionTunnel(call);
     const client = new SessionClient(id, sharedKey, methods, tunnel);
     sessions.add(client);
+    monitorSession(client);
     log.debug({ session: id, methods: methods.length }, 'session opened');
     call.on('cancelled', () => client.destroy());
     void client.closed.then(() => {
@@ -223,7 +224,7 @@ export function controlService(deps: ServerDeps): ControlServer {
       }
       call.end();
     } catch (err) {
-      call.destroy(Object.assign(new Error(toServiceError(err).details ?? 'prune failed'), toServiceError(err)));
+      call.emit('error', toServiceError(err));
     }
   }
 

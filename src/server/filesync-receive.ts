@@ -41,6 +41,27 @@ interface PendingFile {
   abs: string;
   stat: Stat;
   handle?: FileHandle;
+  /** DATA chunks (32 KiB from Go senders) gathered into fewer, larger writes. */
+  buffered: Buffer[];
+  bufferedBytes: number;
+}
+
+/** Bytes gathered per file before a write; at most a few files are in flight at once. */
+const WRITE_BATCH = 1 << 20;
+
+async function flush(file: PendingFile): Promise<void> {
+  if (!file.handle) file.handle = await open(file.abs, 'r+');
+  if (file.bufferedBytes === 0) return;
+  const chunks = file.buffered;
+  const total = file.bufferedBytes;
+  file.buffered = [];
+  file.bufferedBytes = 0;
+  const { bytesWritten } = await file.handle.writev(chunks);
+  if (bytesWritten < total) {
+    // Short vectored write (rare on regular files): finish with plain writes.
+    let rest = Buffer.concat(chunks).subarray(bytesWritten);
+    while (rest.length > 0) rest = rest.subarray((await file.handle.write(rest)).bytesWritten);
+  }
 }
 
 /** Builds the request headers; non-ASCII values are query-escaped with a `<key>-encoded` marker. */
@@ -84,13 +105,15 @@ async function applyMeta(abs: string, stat: Stat, kind: 'file' | 'dir' | 'symlin
   await utimes(abs, secs, secs);
 }
 
-/** Receives directory `dirName` from the client into `dest`. */
+/** Receives directory `dirName` from the client into `dest` (which should be empty or absent). */
 export async function receiveDir(session: SessionClient, opts: ReceiveDirOptions): Promise<ReceiveDirStats> {
   const owner = opts.applyOwnership ?? process.getuid?.() === 0;
   await mkdir(opts.dest, { recursive: true });
   const call = session.open(FILESYNC_DIFFCOPY, fileSyncMetadata(opts), opts.signal);
   const files = new Map<number, PendingFile>();
   const dirs: { abs: string; stat: Stat }[] = [];
+  const dirPaths = new Set<string>(['']);
+  const regularPaths = new Set<string>();
   const stats: ReceiveDirStats = { entries: 0, files: 0, bytes: 0 };
   let nextId = 0;
   let listed = false;
@@ -122,22 +145,28 @@ export async function receiveDir(session: SessionClient, opts: ReceiveDirOptions
           stats.entries++;
           const abs = join(opts.dest, st.path);
           const kind = goModeKind(st.mode);
+          // Parents must be directories of this transfer: never write through a symlink the sender made.
+          const parent = posix.dirname(st.path);
+          if (!dirPaths.has(parent === '.' ? '' : parent)) fail(`entry ${st.path} does not follow its parent directory`);
           if (kind === 'dir') {
             await mkdir(abs, { recursive: true });
             dirs.push({ abs, stat: st });
+            dirPaths.add(st.path);
           } else if (kind === 'symlink') {
             await rm(abs, { force: true, recursive: true });
             await symlink(st.linkname, abs);
             await applyMeta(abs, st, 'symlink', owner);
           } else if (kind === 'file' && st.linkname !== '') {
             checkPath(st.linkname, opts.dirName);
+            if (!regularPaths.has(st.linkname)) fail(`hardlink ${st.path} names ${st.linkname}, which is not an earlier regular file`);
             await rm(abs, { force: true, recursive: true });
             await link(join(opts.dest, st.linkname), abs);
           } else if (kind === 'file') {
             // Create the inode now: a later hardlink entry may name this file before its data arrives.
             await rm(abs, { force: true, recursive: true });
             await writeFile(abs, '', { mode: 0o600 });
-            files.set(id, { path: st.path, abs, stat: st });
+            files.set(id, { path: st.path, abs, stat: st, buffered: [], bufferedBytes: 0 });
+            regularPaths.add(st.path);
             stats.files++;
             await send({ type: Packet_PacketType.PACKET_REQ, ID: id });
           } else {
@@ -150,15 +179,17 @@ export async function receiveDir(session: SessionClient, opts: ReceiveDirOptions
           const f = files.get(p.ID);
           if (!f) fail(`DATA for unknown or finished file id ${p.ID}`);
           const file = f as PendingFile;
-          if (!file.handle) file.handle = await open(file.abs, 'r+');
           if (p.data.length === 0) {
-            await file.handle.close();
+            await flush(file);
+            await file.handle?.close();
             file.handle = undefined;
             files.delete(p.ID);
             await applyMeta(file.abs, file.stat, 'file', owner);
             await maybeFinish();
           } else {
-            await file.handle.write(p.data);
+            file.buffered.push(p.data);
+            file.bufferedBytes += p.data.length;
+            if (file.bufferedBytes >= WRITE_BATCH) await flush(file);
             stats.bytes += p.data.length;
             opts.onProgress?.(stats.bytes);
           }

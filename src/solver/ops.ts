@@ -184,6 +184,7 @@ export interface ImageRuntimeConfig {
   Healthcheck?: HealthConfig;
   StopSignal?: string;
   OnBuild?: string[];
+  ArgsEscaped?: boolean;
 }
 
 export interface HistoryEntry {
@@ -230,21 +231,31 @@ function sortKeys(v: unknown): unknown {
   return v;
 }
 
-/** The vertices reachable from `target` (itself included), dependencies first. */
+/** The vertices reachable from `target` (itself included), dependencies first. Iterative: graphs can be deep. */
 export function topoOrder(graph: BuildGraph, target: VertexId): Vertex[] {
   const out: Vertex[] = [];
-  const seen = new Set<VertexId>();
-  const visit = (id: VertexId, path: Set<VertexId>): void => {
-    if (seen.has(id)) return;
-    if (path.has(id)) throw new Error(`cycle in build graph at ${id}`);
+  const done = new Set<VertexId>();
+  const onPath = new Set<VertexId>();
+  const stack: { v: Vertex; next: number }[] = [];
+  const push = (id: VertexId): void => {
     const v = graph.vertices[id];
     if (!v) throw new Error(`vertex ${id} is not in the graph`);
-    path.add(id);
-    for (const i of v.inputs) visit(i, path);
-    path.delete(id);
-    seen.add(id);
-    out.push(v);
+    if (onPath.has(id)) throw new Error(`cycle in build graph at ${id}`);
+    onPath.add(id);
+    stack.push({ v, next: 0 });
   };
-  visit(target, new Set());
+  push(target);
+  while (stack.length) {
+    const top = stack[stack.length - 1]!;
+    if (top.next < top.v.inputs.length) {
+      const id = top.v.inputs[top.next++]!;
+      if (!done.has(id)) push(id);
+      continue;
+    }
+    stack.pop();
+    onPath.delete(top.v.id);
+    done.add(top.v.id);
+    out.push(top.v);
+  }
   return out;
 }

@@ -21,13 +21,13 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import tar, { type Header } from 'tar-stream';
 import { Compressor } from 'zstd-napi';
 import { applyLayer } from '../../worker/apply/apply-layer.js';
 import { lgetxattr } from '../../worker/apply/syscalls.js';
-import { repoRoot } from '../helpers/oracle.js';
 import { buildTar } from './tar-fixture.js';
 
 interface Sandbox {
@@ -101,6 +101,8 @@ async function packWithTarStream(entries: PackEntry[]): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Repository root (this file runs from dist/test/apply/). */
+const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const T = new Date(1_600_000_000_000);
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -376,6 +378,26 @@ describe('applyLayer', () => {
       assert.equal(z.diffId, sha256(layer));
       assert.equal(z.bytes, big.length + 5);
       assert.deepEqual(readFileSync(join(root, 'big')), big);
+    });
+  });
+
+  test('zero blocks become holes, content and size unchanged', async () => {
+    await withSandbox(async ({ root }) => {
+      const mixed = Buffer.concat([Buffer.alloc(5000, 0x61), Buffer.alloc(256 << 10), Buffer.from('middle'), Buffer.alloc(64 << 10)]);
+      const zeros = Buffer.alloc(1 << 20);
+      const layer = buildTar([
+        { name: 'mixed', data: mixed },
+        { name: 'zeros', data: zeros },
+      ]);
+      const pieces: Buffer[] = [];
+      for (let i = 0; i < layer.length; i += 1000) pieces.push(layer.subarray(i, i + 1000));
+      const r = await applyLayer(Readable.from(pieces), root);
+      assert.equal(r.bytes, mixed.length + zeros.length);
+      assert.deepEqual(readFileSync(join(root, 'mixed')), mixed);
+      assert.deepEqual(readFileSync(join(root, 'zeros')), zeros);
+      assert.equal(statSync(join(root, 'zeros')).blocks, 0);
+      // 5000 bytes of data and "middle" need 3 blocks of 4 KiB (24 sectors), not 82.
+      assert.ok(statSync(join(root, 'mixed')).blocks <= 24, `mixed uses ${statSync(join(root, 'mixed')).blocks} sectors`);
     });
   });
 

@@ -4,27 +4,25 @@
 // lower layer that fails under a live device surfaces as EIO.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
+import { copyFileSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
 import { open as openAsync } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { FuseLoopSnapshotter } from '../../worker/device/fuse-loop-snapshotter.js';
 import type { RemoteFetcher } from '../../worker/device/remote-channel.js';
+import { RwLayer } from '../../src/overlaybd/rw-layer.js';
+import { commitLayerToFile } from '../../src/overlaybd/commit.js';
 import { cleanAll, leftovers, oracleDir, sh, skipReason, tempDir, TEST_RUN_DIR } from './helpers.js';
 
 const samples = new URL('../../../testdata/overlaybd-samples/', import.meta.url).pathname;
 const skip = skipReason();
 
-/** Runs the reference overlaybd-commit (its lib/ holds libext2fs; link it under the soname if needed). */
-async function oracleCommit(data: string, index: string, out: string, scratch: string): Promise<void> {
-  const libDir = join(scratch, 'oracle-lib');
-  if (!existsSync(libDir)) {
-    mkdirSync(libDir);
-    symlinkSync(join(oracleDir(), 'lib', 'libext2fs.so.2.4'), join(libDir, 'libext2fs.so.2'));
-  }
-  await execa(join(oracleDir(), 'bin', 'overlaybd-commit'), ['-z', '-t', data, index, out], {
-    env: { LD_LIBRARY_PATH: libDir },
-  });
+/**
+ * Runs the reference overlaybd-commit. `libDir` holds libext2fs under its soname (the tools' own lib/
+ * may carry the soname links as plain files after a copy).
+ */
+async function oracleCommit(data: string, index: string, out: string, libDir: string): Promise<void> {
+  await execa(join(oracleDir(), 'bin', 'overlaybd-commit'), ['-z', '-t', data, index, out], { env: { LD_LIBRARY_PATH: libDir } });
 }
 
 describe('lower layers', { skip }, () => {
@@ -34,6 +32,8 @@ describe('lower layers', { skip }, () => {
   before(async () => {
     await cleanAll();
     await sh(`tar -xzf ${samples}/ext4_64.tar.gz -C ${t.path}`);
+    mkdirSync(join(t.path, 'oracle-lib'));
+    symlinkSync(join(oracleDir(), 'lib', 'libext2fs.so.2.4'), join(t.path, 'oracle-lib', 'libext2fs.so.2'));
   });
   after(async () => {
     await snap.close();
@@ -70,7 +70,7 @@ describe('lower layers', { skip }, () => {
     }
   });
 
-  test('writes over a layer stack, committed with overlaybd-commit and stacked again, read back the same', async () => {
+  test('writes over a layer stack, committed with the commit library and stacked again, read back the same (obd-check: VALID)', async () => {
     const lowers = [ext4Base, join(samples, 'ext4-layer0.commit.lz4.zfile.tar')].map((path) => ({ kind: 'file' as const, path }));
     const w = join(t.path, 'w-commit');
     const h = await snap.prepare(w, lowers);
@@ -87,8 +87,15 @@ describe('lower layers', { skip }, () => {
     } finally {
       await snap.commit(h);
     }
-    const committed = join(t.path, 'committed.tar');
-    await oracleCommit(join(w, 'writable_data'), join(w, 'writable_index'), committed, t.path);
+    const committed = join(t.path, 'committed.lsmt');
+    const rw = RwLayer.open(join(w, 'writable_data'), join(w, 'writable_index'), { readOnly: true });
+    try {
+      await commitLayerToFile(rw, committed, { uuid: '11111111-2222-3333-4444-555555555555' });
+    } finally {
+      rw.close();
+    }
+    const check = await execa(join(oracleDir(), 'obd-check'), [committed], { reject: false, env: { LD_LIBRARY_PATH: join(t.path, 'oracle-lib') } });
+    assert.match(check.stdout, /RESULT: VALID/);
     const v = await snap.view([...lowers, { kind: 'file', path: committed }]);
     try {
       assert.equal(await sums(v.mountpoint), want);
@@ -109,7 +116,7 @@ describe('lower layers', { skip }, () => {
       await snap.commit(h);
     }
     const committed = join(t.path, 'layer0.tar');
-    await oracleCommit(join(w, 'writable_data'), join(w, 'writable_index'), committed, t.path);
+    await oracleCommit(join(w, 'writable_data'), join(w, 'writable_index'), committed, join(t.path, 'oracle-lib'));
     const v = await snap.view([{ kind: 'file', path: committed }]);
     try {
       assert.equal(await sh(`cd ${v.mountpoint} && sha256sum a/b/big a/s a/l && readlink a/l`), want);

@@ -28,6 +28,7 @@ import { copyFilesInWorker } from '../../worker/exec/copy-worker.js';
 import { addFiles } from '../../worker/exec/add-files.js';
 import { detectCompression } from '../../worker/exec/archive.js';
 import { parseChmod } from '../../worker/exec/chmod-spec.js';
+import { makeNode, splitDev } from '../../worker/exec/mknod.js';
 import { mkdirInRoot, mkfileInRoot } from '../../worker/exec/file-actions.js';
 import { readXattrs, writeXattrs } from '../../worker/exec/xattr.js';
 import { makeBusyboxRootfs, tempDir } from './fixtures.js';
@@ -182,6 +183,20 @@ describe('copyFiles', () => {
     copyFiles({ srcRoot: ctx, sources: ['tree'], destRoot: root, dest: '/' });
     assert.equal(readlinkSync(join(root, 'lib')), 'usr/lib');
     assert.equal(readFileSync(join(root, 'usr/lib/libx.so'), 'utf8'), 'lib');
+  });
+
+  test('FIFOs and device nodes from a stage are recreated', () => {
+    const ctx = tmp('ctx');
+    mkdirSync(join(ctx, 'dev'));
+    makeNode(join(ctx, 'dev/fifo'), 'fifo', 0o640);
+    makeNode(join(ctx, 'dev/null'), 'char', 0o666, 1, 3);
+    const root = newRootfs();
+    copyFiles({ srcRoot: ctx, sources: ['dev'], destRoot: root, dest: '/dev/', preserveOwnership: true });
+    assert.ok(lstatSync(join(root, 'dev/fifo')).isFIFO());
+    assert.equal(lstatSync(join(root, 'dev/fifo')).mode & 0o7777, 0o640);
+    const n = lstatSync(join(root, 'dev/null'));
+    assert.ok(n.isCharacterDevice());
+    assert.deepEqual(splitDev(n.rdev), { major: 1, minor: 3 });
   });
 
   test('runs on a worker thread and carries error codes back', async () => {

@@ -1,7 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { openDirInRoot } from '../../worker/exec/dirfd.js';
 import { mkdirAllInRoot, resolveInRoot, resolveRelative } from '../../worker/exec/root-path.js';
 import { parseGroup, parsePasswd, resolveChown, resolveUser } from '../../worker/exec/user-db.js';
 import { makeBusyboxRootfs, tempDir } from './fixtures.js';
@@ -40,6 +41,37 @@ describe('root-path', () => {
       assert.equal(existsSync(join(outside, 'a')), false);
       writeFileSync(join(root, 'file'), 'x');
       assert.throws(() => mkdirAllInRoot(root, '/file/sub'), { code: 'ENOTDIR' });
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('dirfd', () => {
+  test('openat2 RESOLVE_IN_ROOT keeps lookups inside the root', () => {
+    const root = tempDir('rp');
+    const outside = tempDir('rp-out');
+    try {
+      symlinkSync(outside, join(root, 'esc'));
+      symlinkSync('../../../../..', join(root, 'up'));
+      mkdirSync(join(root, 'real'));
+      const h = openDirInRoot(root, '/up/real');
+      assert.ok(h !== null, 'openat2 is available on this kernel');
+      try {
+        assert.equal(readlinkSync(h.path()), join(root, 'real'));
+      } finally {
+        h.close();
+      }
+      // The host directory exists, but inside the root that path does not.
+      assert.throws(() => openDirInRoot(root, '/esc'), { code: 'ENOENT' });
+      mkdirSync(join(root, outside), { recursive: true });
+      const inner = openDirInRoot(root, '/esc');
+      try {
+        assert.equal(readlinkSync(inner!.path()), join(root, outside));
+      } finally {
+        inner?.close();
+      }
     } finally {
       rmSync(root, { recursive: true, force: true });
       rmSync(outside, { recursive: true, force: true });

@@ -94,6 +94,28 @@ describe('runStep', () => {
     assert.deepEqual(lines.slice(1), ['4']);
   });
 
+  test('a memory limit lands on the step\'s own cgroup, not the caller\'s', async () => {
+    let limit = '';
+    await runStep({
+      rootfs: root,
+      stateRoot: state,
+      memoryLimitBytes: 64 << 20,
+      pidsLimit: 100,
+      // The step waits until the test has read its cgroup from the host side.
+      args: sh('grep -E "^[0-9]+:memory:" /proc/self/cgroup | cut -d: -f3; while [ ! -e /tmp/go ]; do sleep 0.05; done'),
+      onOutput: (_s, line) => {
+        if (!line.startsWith('/obdkit/')) return;
+        try {
+          limit = readFileSync(join('/sys/fs/cgroup/memory', line, 'memory.limit_in_bytes'), 'utf8').trim();
+        } finally {
+          writeFileSync(join(root, 'tmp/go'), '');
+        }
+      },
+    });
+    rmSync(join(root, 'tmp/go'));
+    assert.equal(limit, String(64 << 20));
+  });
+
   test('a failing step reports command, exit code and the last lines', async () => {
     const script = 'for i in $(seq 1 30); do echo line$i; done; echo boom >&2; exit 3';
     await assert.rejects(run({ args: sh(script) }), (err: unknown) => {
@@ -152,6 +174,19 @@ describe('runStep', () => {
     } finally {
       rmSync(outside, { recursive: true, force: true });
     }
+  });
+
+  test('a locked cache mount serialises concurrent steps', async () => {
+    const step = (name: string) =>
+      run({
+        args: sh(`echo ${name}-start >> /c/log; sleep 0.3; echo ${name}-end >> /c/log`),
+        mounts: [{ type: 'cache', id: 'c-lock', target: '/c', sharing: 'locked' }],
+      });
+    await Promise.all([step('a'), step('b')]);
+    const lines = await run({ args: sh('cat /c/log'), mounts: [{ type: 'cache', id: 'c-lock', target: '/c' }] });
+    assert.equal(lines.length, 4);
+    assert.equal(lines[0]!.split('-')[0], lines[1]!.split('-')[0], `interleaved: ${lines.join(',')}`);
+    assert.equal(lines[2]!.split('-')[0], lines[3]!.split('-')[0], `interleaved: ${lines.join(',')}`);
   });
 
   test('tmpfs mount is a tmpfs and its content is discarded', async () => {

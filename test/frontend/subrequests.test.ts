@@ -26,7 +26,8 @@ describe('frontend.targets', () => {
     const r = targetsResult(listTargets('FROM a AS one\n# two second stage\nFROM b AS two\n'));
     assert.equal(r.metadata.version, '1.0.0');
     assert.deepEqual(JSON.parse(r.metadata['result.json']!).targets.map((t: { name: string }) => t.name), ['one', 'two']);
-    assert.equal(r.metadata['result.txt'], 'TARGET        DESCRIPTION\none\ntwo (default) second stage\n');
+    // Go tabwriter layout: every tab-terminated cell is padded, even when the last column is empty.
+    assert.equal(r.metadata['result.txt'], 'TARGET        DESCRIPTION\none           \ntwo (default) second stage\n');
   });
 
   test('an unnamed last stage is "(default)"', () => {
@@ -61,6 +62,6 @@ describe('frontend.outline', () => {
     assert.deepEqual(o.ssh, [{ name: 'gh', required: true, location: loc(3) }]);
     assert.deepEqual(o.secrets, [{ name: 'tok', location: loc(4) }]);
     const txt = outlineResult(o).metadata['result.txt']!;
-    assert.equal(txt, 'BUILD ARG   VALUE   DESCRIPTION\nX           1\n\nSECRET   REQUIRED\ntok\n\nSSH   REQUIRED\ngh    true\n\n');
+    assert.equal(txt, 'BUILD ARG   VALUE   DESCRIPTION\nX           1       \n\nSECRET   REQUIRED\ntok      \n\nSSH   REQUIRED\ngh    true\n\n');
   });
 });

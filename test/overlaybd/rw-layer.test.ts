@@ -3,13 +3,15 @@
 // cut at any byte: every complete record survives, nothing throws.
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { RwLayer } from '../../src/overlaybd/rw-layer.js';
 import { HT_SPACE, OFF_UUID, parseHeaderTrailer } from '../../src/overlaybd/lsmt-header.js';
 import { type Mapping, RECORD_SIZE, decodeMapping, isInvalidRecord } from '../../src/overlaybd/segment.js';
 import { ObdkitError, FormatError } from '../../src/util/errors.js';
-import { repoRoot, requireOracle, runOracleTool } from '../helpers/oracle.js';
+import { obdCheck, repoRoot, requireOracle, runOracleTool } from '../helpers/oracle.js';
+import { FileRandomAccess } from '../../src/overlaybd/io.js';
+import { openSealedLayer } from '../../src/overlaybd/lsmt-file.js';
 import { type Cell, SectorModel, prng, sectorData, tempDir } from './lsmt-fixtures.js';
 
 const samples = join(repoRoot, 'testdata', 'overlaybd-samples');
@@ -203,6 +205,53 @@ describe('RwLayer writes', () => {
     } finally {
       again.close();
     }
+  });
+});
+
+describe('RwLayer.seal (close_seal)', () => {
+  test('matches overlaybd-commit --seal except the unspecified padding, and the reference reads it', async (t: TestContext) => {
+    const oracle = requireOracle(t);
+    if (!oracle) return;
+    const dir = join(tmp.path, 'seal');
+    mkdirSync(dir);
+    const sectors = 40000;
+    const model = new SectorModel(sectors);
+    const l = RwLayer.create(join(dir, 'our.data'), join(dir, 'our.index'), { virtualSize: sectors * 512, parentUuid: 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee' });
+    try {
+      apply([{ kind: 'write', offset: 0, buf: sectorData(3, 0, 20000) }, ...randomOps(8, sectors, 300, 64)], l, model);
+    } finally {
+      l.close();
+    }
+    copyFileSync(join(dir, 'our.data'), join(dir, 'ref.data'));
+    copyFileSync(join(dir, 'our.index'), join(dir, 'ref.index'));
+    const r = await runOracleTool(oracle, 'overlaybd-commit', ['--seal', join(dir, 'ref.data'), join(dir, 'ref.index')]);
+    assert.equal(r.exitCode, 0, r.output);
+    const again = RwLayer.open(join(dir, 'our.data'), join(dir, 'our.index'));
+    const count = again.recordCount;
+    const indexOffset = again.data.size;
+    again.seal();
+    assert.throws(() => again.write(0, Buffer.alloc(512)), (e: unknown) => e instanceof ObdkitError && e.code === 'ECLOSED');
+    const ours = readFileSync(join(dir, 'our.data'));
+    const ref = readFileSync(join(dir, 'ref.data'));
+    assert.equal(ours.length, ref.length);
+    // The bytes between the last record and the next sector boundary are whatever the reference had in memory.
+    const padFrom = indexOffset + count * RECORD_SIZE;
+    const padTo = Math.ceil(padFrom / 512) * 512;
+    ours.fill(0, padFrom, padTo);
+    ref.fill(0, padFrom, padTo);
+    assert.ok(ours.equals(ref), 'sealed files differ');
+    const ra = new FileRandomAccess(join(dir, 'our.data'));
+    try {
+      const sealed = openSealedLayer(ra);
+      assert.equal(sealed.trailer.indexSize, count);
+      assert.equal(sealed.parentUuid, 'AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE');
+      const size = sectors * 512;
+      assert.ok(sealed.read(0, size).buf.equals(model.read(0, size)));
+    } finally {
+      ra.close();
+    }
+    const verdict = await obdCheck(oracle, join(dir, 'our.data'));
+    assert.equal(verdict.result, 'VALID', verdict.output);
   });
 });
 

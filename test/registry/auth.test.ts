@@ -1,11 +1,15 @@
+// Authentication against real registries: htpasswd Basic, bearer tokens from an in-process token
+// server (cached per scope, refreshed after a 401), TLS with a private CA, and the wording of
+// 401/403/404 errors.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from 'node:net';
 import { RegistryClient } from '../../src/registry/client.js';
+import { dockerConfigProvider } from '../../src/registry/credentials.js';
 import { parseReference } from '../../src/registry/reference.js';
 import { bufferSource } from '../../src/registry/upload.js';
 import { getManifest, resolveImage } from '../../src/registry/pull.js';
@@ -52,6 +56,33 @@ describe('Basic auth (htpasswd)', () => {
       await pushImage(client, ref, { manifest: img.manifest, mediaType: img.mediaType, blobs: blobsOf(img) });
       assert.ok((await getManifest(client, ref)).bytes.equals(img.manifest));
     } finally {
+      await client.close();
+    }
+  });
+
+  test('credentials from a docker credential helper (credHelpers)', async () => {
+    const bin = join(work, 'bin');
+    await mkdir(bin, { recursive: true });
+    const helper = join(bin, 'docker-credential-obdtest');
+    await writeFile(
+      helper,
+      `#!/bin/sh\nread host\nif [ "$1" = get ] && [ "$host" = "${reg.host}" ]; then echo '{"ServerURL":"'$host'","Username":"alice","Secret":"wonder land"}'; else echo "credentials not found in native keychain"; exit 1; fi\n`,
+    );
+    await chmod(helper, 0o755);
+    const cfg = join(work, 'helper-config.json');
+    await writeFile(cfg, JSON.stringify({ credHelpers: { [reg.host]: 'obdtest' }, auths: { [reg.host]: { auth: Buffer.from('alice:wrong').toString('base64') } } }));
+    const oldPath = process.env.PATH;
+    process.env.PATH = `${bin}:${oldPath ?? ''}`;
+    const client = new RegistryClient({ dockerConfig: cfg });
+    try {
+      const img = makeImage([300]);
+      const ref = parseReference(`${reg.host}/basic/helper:1`);
+      await pushImage(client, ref, { manifest: img.manifest, mediaType: img.mediaType, blobs: blobsOf(img) });
+      assert.ok((await getManifest(client, ref)).bytes.equals(img.manifest));
+      // A host the helper does not know falls back to the static entries (none here).
+      assert.equal(await dockerConfigProvider(cfg)('other.example.com'), undefined);
+    } finally {
+      process.env.PATH = oldPath;
       await client.close();
     }
   });

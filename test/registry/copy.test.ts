@@ -1,3 +1,5 @@
+// Image copy (mounts within a registry, whole indexes between registries) and the `obdkit image`
+// commands run as real processes.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execa } from 'execa';

@@ -1,3 +1,5 @@
+// Pushing through a fault-injecting proxy: dropped connections and 500s mid-upload end in a verified
+// push or a clear failure, and the manifest (the tag) is written only when every blob is present.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';

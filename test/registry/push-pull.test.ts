@@ -1,3 +1,5 @@
+// Blob and image round trips against a real registry: monolithic and chunked uploads, verified
+// downloads (a size or digest mismatch is an error, never a complete stream), pushImage + resolveImage.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';

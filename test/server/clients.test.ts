@@ -2,7 +2,9 @@
 // against an in-process server whose backend is ContextFetchBackend, the seam the build pipeline plugs into.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { log } from '../../src/util/log.js';
@@ -108,6 +110,50 @@ describe('buildctl against obdkit serve', () => {
     const meta = JSON.parse(await readFile(metaFile, 'utf8')) as Record<string, string>;
     assert.equal(meta['containerimage.digest'], FAKE_DIGEST);
     assert.equal(meta['image.name'], '127.0.0.1:5000/demo:1');
+  });
+
+  test('registry credentials and bearer tokens come from the client', async () => {
+    // A token endpoint standing in for a registry's: the client (not the daemon) talks to it.
+    const seen: { method: string; body: string; authorization: string }[] = [];
+    const tokenServer = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        seen.push({ method: req.method ?? '', body, authorization: req.headers.authorization ?? '' });
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ access_token: 'tok-from-realm', token: 'tok-from-realm', expires_in: 600 }));
+      });
+    });
+    await new Promise<void>((resolve) => tokenServer.listen(0, '127.0.0.1', resolve));
+    const port = (tokenServer.address() as AddressInfo).port;
+    const dockerConfig = join(tmp, 'docker-config-auth');
+    await mkdir(dockerConfig, { recursive: true });
+    await writeFile(
+      join(dockerConfig, 'config.json'),
+      JSON.stringify({ auths: { 'registry.test:5000': { auth: Buffer.from('alice:pa55word').toString('base64') } } }),
+    );
+    const backend = new ContextFetchBackend({
+      workDir: join(tmp, 'w-auth'),
+      auth: { host: 'registry.test:5000', realm: `http://127.0.0.1:${port}/token`, service: 'registry.test', scopes: ['repository:demo:pull,push'] },
+    });
+    try {
+      await withServer(backend, async (addr) => {
+        const r = await run(buildctlBin, buildctlBuild(addr), { DOCKER_CONFIG: dockerConfig });
+        assert.equal(r.exitCode, 0, r.stderr);
+      });
+    } finally {
+      await new Promise((resolve) => tokenServer.close(resolve));
+    }
+    const b = backend.builds[0]!;
+    assert.deepEqual(b.credentials, { username: 'alice', secret: 'pa55word' });
+    assert.deepEqual(b.token, { token: 'tok-from-realm', expiresInSeconds: 600 });
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]!.method, 'POST');
+    const form = new URLSearchParams(seen[0]!.body);
+    assert.equal(form.get('username'), 'alice');
+    assert.equal(form.get('password'), 'pa55word');
+    assert.equal(form.get('service'), 'registry.test');
+    assert.equal(form.get('client_id'), 'buildkit-client');
   });
 
   test('local and tar outputs come back through FileSend', async () => {

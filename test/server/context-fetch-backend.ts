@@ -36,6 +36,8 @@ export interface RecordedBuild {
   aborted: boolean;
   abortReason?: string;
   exported: boolean;
+  credentials?: { username: string; secret: string };
+  token?: { token: string; expiresInSeconds: number } | null;
   /** Set while the build blocks waiting for cancellation (the `hang` option). */
   hanging?: boolean;
 }
@@ -46,6 +48,8 @@ export interface ContextFetchBackendOptions {
   secretIds?: string[];
   /** Fail every build with this message after fetching the context. */
   failWith?: string;
+  /** Ask the client for registry credentials and a bearer token for this host. */
+  auth?: { host: string; realm: string; service: string; scopes: string[] };
   /** Block after fetching the context until the build is cancelled. */
   hang?: boolean;
 }
@@ -126,6 +130,13 @@ export class ContextFetchBackend implements BuildBackend {
     for (const id of this.opts.secretIds ?? []) {
       const s = await ctx.session.getSecret(id);
       rec.secrets[id] = s === undefined ? null : s.toString('utf8');
+    }
+
+    if (this.opts.auth) {
+      const a = this.opts.auth;
+      rec.credentials = await ctx.session.credentials(a.host);
+      const t = await ctx.session.fetchToken(a);
+      rec.token = t ? { token: t.token, expiresInSeconds: t.expiresInSeconds } : null;
     }
 
     const v3 = ctx.progress.vertex('[1/1] RUN echo pretend-build');

@@ -1,6 +1,6 @@
 // Locates and runs the real BuildKit clients (buildctl, docker-buildx) used by the server tests, and
-// builds the fixture trees they send. Clients come from OBDKIT_PEER_DIR (default: ../shared/peer beside
-// the repository).
+// builds the fixture trees they send. Clients come from OBDKIT_PEER_DIR (default: the peer tools directory
+// beside the repository).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { chmod, link, lstat, mkdir, readdir, readlink, symlink, utimes, writeFile, open } from 'node:fs/promises';

@@ -9,6 +9,9 @@ import { parseServeConfig } from '../../src/server/config.js';
 import { normalizeExporters, resolveFrontend } from '../../src/server/control.js';
 import { fileSyncMetadata } from '../../src/server/filesync-receive.js';
 import { JobProgress } from '../../src/server/progress.js';
+import { solverProgress } from '../../src/server/solver-progress.js';
+import { RemoteBuildSession } from '../../src/server/build-session.js';
+import { SessionRegistry } from '../../src/server/sessions.js';
 import { SolveRequest } from '../../src/server/gen/buildkit/control.js';
 import type { StatusResponse } from '../../src/server/gen/buildkit/control.js';
 
@@ -146,5 +149,47 @@ describe('progress', () => {
     assert.equal(closed[0]?.error, 'interrupted');
     // Every update of a vertex carries the whole record.
     assert.ok(vertexUpdates.every((x) => x.name !== '' && x.started instanceof Date));
+  });
+});
+
+describe('session services', () => {
+  test('SSH forwarding fails with a clear message', async () => {
+    const s = new RemoteBuildSession('sid', new SessionRegistry(), new AbortController().signal);
+    await assert.rejects(s.forwardSsh(), /SSH agent forwarding .* is not supported by obdkit/);
+  });
+
+  test('waiting for a session stops when the build is cancelled', async () => {
+    const ac = new AbortController();
+    const s = new RemoteBuildSession('never-opened', new SessionRegistry(), ac.signal);
+    const pending = s.getSecret('x');
+    ac.abort(new Error('build cancelled by the client'));
+    await assert.rejects(pending, /build cancelled by the client/);
+  });
+});
+
+describe('solver progress', () => {
+  test('solver events become Status vertexes keyed by vertex id', () => {
+    const p = new JobProgress('ref2');
+    const feed = solverProgress(p);
+    const base = { inputs: [] as string[], key: 'k', time: new Date() };
+    feed({ ...base, type: 'started', vertex: 'v1', name: '[1/2] FROM scratch' });
+    feed({ ...base, type: 'cached', vertex: 'v1', name: '[1/2] FROM scratch' });
+    feed({ ...base, type: 'started', vertex: 'v2', name: '[2/2] RUN false', inputs: ['v1'] });
+    feed({ ...base, type: 'log', vertex: 'v2', name: '[2/2] RUN false', stream: 2, data: Buffer.from('boom\n') });
+    feed({ ...base, type: 'error', vertex: 'v2', name: '[2/2] RUN false', error: 'exit code: 1' });
+    const all: StatusResponse[] = [];
+    p.subscribe((u) => u && all.push(u));
+    const v = all.flatMap((u) => u.vertexes);
+    assert.deepEqual(
+      v.filter((x) => x.completed).map((x) => [x.digest, x.cached, x.error, x.inputs]),
+      [
+        ['v1', true, '', []],
+        ['v2', false, 'exit code: 1', ['v1']],
+      ],
+    );
+    const logs = all.flatMap((u) => u.logs);
+    assert.equal(logs[0]?.vertex, 'v2');
+    assert.equal(logs[0]?.stream, 2n);
+    assert.equal(Buffer.from(logs[0]!.msg).toString(), 'boom\n');
   });
 });

@@ -337,3 +337,20 @@ describe('cache keys', () => {
     await assert.rejects(computeCacheKeys(g.graph, t), /no content hasher/);
   });
 });
+
+describe('graph order', () => {
+  test('topoOrder handles deep chains and rejects cycles and dangling inputs', async () => {
+    const { topoOrder } = await import('../../src/solver/ops.js');
+    const g = new GraphBuilder();
+    let t = g.image('x@sha256:' + '2'.repeat(64));
+    for (let i = 0; i < 20000; i++) t = g.run(`RUN ${i}`, t, String(i));
+    const order = topoOrder(g.graph, t);
+    assert.equal(order.length, 20001);
+    assert.equal(order[0]!.op.kind, 'image');
+    assert.equal(order[order.length - 1]!.id, t);
+    const a = g.graph.vertices[t]!;
+    const cyclic: BuildGraph = { vertices: { a: { ...a, id: 'a', inputs: ['b'] }, b: { ...a, id: 'b', inputs: ['a'] } } };
+    assert.throws(() => topoOrder(cyclic, 'a'), /cycle/);
+    assert.throws(() => topoOrder({ vertices: { a: { ...a, id: 'a', inputs: ['zz'] } } }, 'a'), /not in the graph/);
+  });
+});

@@ -64,12 +64,59 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
   }
 }
 
-async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
-  let off = 0;
-  while (off < chunk.length) {
-    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-    off += bytesWritten;
+/** Filesystem block size assumed for holes (ext4 on the layer device uses 4 KiB). */
+const HOLE_BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(HOLE_BLOCK);
+/** Bytes gathered before writing: bounds memory per file while keeping writes large. */
+const WRITE_SPAN = 256 << 10;
+
+/**
+ * Streams a file body into `fh`, skipping zero bytes block by block (4 KiB in file offsets) so a
+ * block that holds only zeros stays a hole: it costs no blocks on the device and so no bytes in
+ * the sealed layer, and reads back as zeros all the same.
+ * Returns the file size.
+ */
+async function writeSparse(fh: FileHandle, body: AsyncIterable<Buffer>): Promise<number> {
+  let pos = 0;
+  let writtenEnd = 0;
+  const writeAt = async (buf: Buffer, position: number): Promise<void> => {
+    let off = 0;
+    while (off < buf.length) {
+      const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + off);
+      off += bytesWritten;
+    }
+    writtenEnd = position + buf.length;
+  };
+  const writeSpan = async (span: Buffer): Promise<void> => {
+    let runStart = 0; // start (in span) of bytes not yet written
+    let i = 0;
+    while (i < span.length) {
+      const end = Math.min(span.length, i + HOLE_BLOCK - ((pos + i) % HOLE_BLOCK));
+      if (span.subarray(i, end).equals(ZERO_BLOCK.subarray(0, end - i))) {
+        if (i > runStart) await writeAt(span.subarray(runStart, i), pos + runStart);
+        runStart = end;
+      }
+      i = end;
+    }
+    if (span.length > runStart) await writeAt(span.subarray(runStart), pos + runStart);
+    pos += span.length;
+  };
+  // Small chunks are gathered first, so zero blocks are seen whole whatever the stream's chunking.
+  let pending: Buffer[] = [];
+  let pendingLen = 0;
+  for await (const chunk of body) {
+    pending.push(chunk);
+    pendingLen += chunk.length;
+    if (pendingLen >= WRITE_SPAN) {
+      await writeSpan(pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLen));
+      pending = [];
+      pendingLen = 0;
+    }
   }
+  if (pendingLen > 0) await writeSpan(Buffer.concat(pending, pendingLen));
+  // A trailing hole is not written at all: set the length explicitly.
+  if (writtenEnd < pos) await fh.truncate(pos);
+  return pos;
 }
 
 function timespecFromNs(ns: bigint): Timespec {
@@ -143,10 +190,7 @@ class LayerApplier {
         await this.clear(parentRel, abs, await lstatOrNull(abs));
         const fh = await open(abs, CREATE_FLAGS, 0o600);
         try {
-          for await (const chunk of this.reader.body()) {
-            await writeAll(fh, chunk);
-            this.bytes += chunk.length;
-          }
+          this.bytes += await writeSparse(fh, this.reader.body());
         } finally {
           await fh.close();
         }

@@ -1,7 +1,6 @@
 // Answers FUSE requests for a filesystem that holds exactly one regular file, the disk image.
 // One FuseSession per worker thread; it is synchronous and keeps no per-request state, so any
 // worker may take any request. The bytes of the file come from a BlockBackend (backend.ts).
-import { log } from '../../src/util/log.js';
 import {
   attrReply,
   DT_DIR,
@@ -196,8 +195,4 @@ export class FuseSession {
 /** Byte offsets stay far below 2^53. */
 function readU64(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 2 ** 32;
-}
-
-export function logSessionError(op: number, err: unknown): void {
-  log.error({ op, err: err instanceof Error ? err.message : String(err) }, 'FUSE request failed, answered EIO');
 }

@@ -1,49 +1,31 @@
 // Stacks the lower layer blobs of a device into one LowerView: each blob is unwrapped by content
-// (tar → ZFile → LSMT, src/overlaybd/layer-open.ts), opened as a sealed layer, and its records are
-// overlaid bottom to top into one SegmentIndex, so for every sector the newest layer that has a record
-// (data or zeroed) wins; the record's tag says which layer file to read. Opened once per worker
-// thread: ZFile readers keep per-thread block caches.
-import { FormatError, ObdkitError } from '../../src/util/errors.js';
+// (tar → ZFile → LSMT, src/overlaybd/layer-open.ts), opened as a sealed layer, and stacked with
+// src/overlaybd/stack.ts, where for every sector the newest layer holding a record (data or zeroed)
+// wins. Opened once per worker thread: ZFile readers keep per-thread block caches.
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { ObdkitError } from '../../src/util/errors.js';
 import { openSealedLayer, type SealedLayer } from '../../src/overlaybd/lsmt-file.js';
 import { unwrapLayerBlob } from '../../src/overlaybd/layer-open.js';
-import { SegmentIndex } from '../../src/overlaybd/segment-index.js';
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { LayerStack, MAX_STACK_LAYERS } from '../../src/overlaybd/stack.js';
 import { localLowerSource, type LowerSource, type LowerSpec, type LowerView } from './lower-source.js';
 import { serveRemoteReads, type RemoteFetcher } from './remote-channel.js';
-import { SECTOR } from './rw-pair.js';
-
-/** overlaybd's MAX_STACK_LAYERS. */
-export const MAX_LOWERS = 255;
 
 class StackedLowers implements LowerView {
-  readonly virtualSize: number;
-  private readonly index = new SegmentIndex();
+  private readonly stack: LayerStack;
 
   constructor(
-    private readonly layers: SealedLayer[],
+    layers: SealedLayer[],
     private readonly closers: Array<() => void>,
   ) {
-    layers.forEach((l, tag) => {
-      for (const m of l.records) this.index.insert({ ...m, tag });
-    });
-    let v = 0;
-    for (let i = layers.length - 1; i >= 0 && v === 0; i--) v = layers[i]!.virtualSize;
-    this.virtualSize = v;
+    this.stack = new LayerStack(layers);
+  }
+
+  get virtualSize(): number {
+    return this.stack.virtualSize;
   }
 
   read(offset: number, length: number): Buffer {
-    const out = Buffer.alloc(length);
-    for (const p of this.index.lookup(offset / SECTOR, length / SECTOR)) {
-      if (p.zeroed) continue;
-      const layer = this.layers[p.tag]!;
-      const bytes = p.length * SECTOR;
-      const got = layer.data.pread(p.moffset * SECTOR, bytes);
-      if (got.length !== bytes) {
-        throw new FormatError(`lower layer ${p.tag} maps sectors past the end of its file`, { file: layer.data.name, offset: p.moffset * SECTOR + got.length });
-      }
-      got.copy(out, p.offset * SECTOR - offset);
-    }
-    return out;
+    return this.stack.read(offset, length);
   }
 
   close(): void {
@@ -52,7 +34,7 @@ class StackedLowers implements LowerView {
 }
 
 export function openLowerStack(specs: LowerSpec[], source: LowerSource): LowerView {
-  if (specs.length > MAX_LOWERS) throw new ObdkitError('EINVAL', `at most ${MAX_LOWERS} lower layers, got ${specs.length}`);
+  if (specs.length > MAX_STACK_LAYERS) throw new ObdkitError('EINVAL', `at most ${MAX_STACK_LAYERS} lower layers, got ${specs.length}`);
   const layers: SealedLayer[] = [];
   const closers: Array<() => void> = [];
   try {

@@ -8,6 +8,7 @@
 // rw-pair.ts owns the file format and recovery; merged-backend.ts reads through this table.
 import { closeSync, constants as fsc, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { ObdkitError } from '../../src/util/errors.js';
+import { startWriteback } from './syscalls.js';
 import { encodeRecord, MAX_RECORD_LENGTH, RECORD_SIZE, SECTOR, type PairPaths, type UpperRecord } from './rw-pair.js';
 
 export const UNMAPPED = 0;
@@ -28,6 +29,11 @@ export interface SharedUpperState {
 
 /** Records held back before an index append: 64 KiB. */
 const PENDING_RECORDS = 4096;
+/**
+ * Data is handed to the disk in windows of this many sectors (16 MiB) as soon as a window is full,
+ * so an fsync after a large unpack finds most of it already written instead of starting from zero.
+ */
+const WRITEBACK_WINDOW = 32768;
 
 export function createSharedState(paths: PairPaths, virtualSize: number, dataTail: number, records: UpperRecord[]): SharedUpperState {
   const sectors = Math.ceil(virtualSize / SECTOR);
@@ -92,6 +98,11 @@ export class SharedUpper {
       done += writeSync(this.dataFd, data, done, data.length - done, pos * SECTOR + done);
     }
     this.commit(sector, count, pos, false);
+    const window = Math.floor((pos + count) / WRITEBACK_WINDOW);
+    if (window > Math.floor(pos / WRITEBACK_WINDOW)) {
+      // This write crossed into a new window: start writeback of the previous one.
+      startWriteback(this.dataFd, (window - 1) * WRITEBACK_WINDOW * SECTOR, WRITEBACK_WINDOW * SECTOR);
+    }
   }
 
   /** Marks sectors as discarded: zeroed records, no data. */

@@ -1,5 +1,6 @@
-// mount(2) and umount2(2) through koffi: Node has no binding for them, and the FUSE mount needs the
-// /dev/fuse descriptor of this very process in its options, so the mount(8) binary cannot do it.
+// mount(2), umount2(2) and sync_file_range(2) through koffi: Node has no binding for them. The FUSE
+// mount needs the /dev/fuse descriptor of this very process in its options, so the mount(8) binary
+// cannot do it; sync_file_range starts writeback of the upper data early (see shared-upper.ts).
 import koffi from 'koffi';
 import { ObdkitError } from '../../src/util/errors.js';
 
@@ -9,20 +10,35 @@ export const MS_NODEV = 4;
 export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
 
+export const SYNC_FILE_RANGE_WRITE = 2;
+
 type MountFn = (source: string, target: string, fstype: string, flags: number, data: string) => number;
 type Umount2Fn = (target: string, flags: number) => number;
+type SyncFileRangeFn = (fd: number, offset: number, nbytes: number, flags: number) => number;
 
-let fns: { mount: MountFn; umount2: Umount2Fn } | undefined;
+interface Libc {
+  mount: MountFn;
+  umount2: Umount2Fn;
+  syncFileRange: SyncFileRangeFn;
+}
 
-function libc(): { mount: MountFn; umount2: Umount2Fn } {
+let fns: Libc | undefined;
+
+function libc(): Libc {
   if (!fns) {
     const lib = koffi.load('libc.so.6');
     fns = {
       mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)') as MountFn,
       umount2: lib.func('int umount2(const char *target, int flags)') as Umount2Fn,
+      syncFileRange: lib.func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)') as SyncFileRangeFn,
     };
   }
   return fns;
+}
+
+/** Starts writeback of a byte range without waiting for it; best effort (errors are ignored). */
+export function startWriteback(fd: number, offset: number, length: number): void {
+  libc().syncFileRange(fd, offset, length, SYNC_FILE_RANGE_WRITE);
 }
 
 export function mountSyscall(source: string, target: string, fstype: string, flags: number, data: string): void {

@@ -4,7 +4,7 @@ import { lstatSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { ObdkitError } from '../../src/util/errors.js';
 import { extractArchive } from './archive.js';
-import { copyFiles, copyRegularFile, ensureDir, prepareLeaf, type CopyOptions, type PlaceContext } from './copy-files.js';
+import { copyFiles, copyRegularFile, ensureDir, withLeaf, type CopyOptions, type PlaceContext } from './copy-files.js';
 import { download } from './remote.js';
 import { parseChmod } from './chmod-spec.js';
 import { resolveInRoot } from './root-path.js';
@@ -77,10 +77,10 @@ async function addUrl(opts: AddOptions, url: string, destInner: string, destIsDi
     const owner = opts.chown !== undefined ? resolveChown(opts.destRoot, opts.chown) : { uid: 0, gid: 0 };
     const ctx: PlaceContext = { destRoot: opts.destRoot, hardlinks: new Map(), preserveOwnership: false, owner };
     ensureDir(ctx, posix.dirname(target));
-    const host = prepareLeaf(ctx, target);
     const mtime = d.mtime ?? new Date();
     // Docker gives downloaded files mode 0600 unless --chmod says otherwise.
-    copyRegularFile(file, host, owner, opts.chmod !== undefined ? parseChmod(opts.chmod)(0o600, false) : 0o600, new Map(), mtime, mtime);
+    const mode = opts.chmod !== undefined ? parseChmod(opts.chmod)(0o600, false) : 0o600;
+    withLeaf(ctx, target, (leaf) => copyRegularFile(file, leaf.path, owner, mode, new Map(), mtime, mtime));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

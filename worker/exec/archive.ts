@@ -5,7 +5,6 @@
 // as a plain file, as Docker does.
 import {
   chmodSync,
-  chownSync,
   closeSync,
   constants,
   createReadStream,
@@ -16,10 +15,11 @@ import {
   openSync,
   readSync,
   symlinkSync,
+  unlinkSync,
   utimesSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -28,8 +28,9 @@ import { DecompressStream } from 'zstd-napi';
 import { ObdkitError } from '../../src/util/errors.js';
 import { resolveInRoot } from './root-path.js';
 import { resolveChown } from './user-db.js';
-import { ensureDir, prepareLeaf, type Owner, type PlaceContext } from './copy-files.js';
-import { writeXattrs } from './xattr.js';
+import { applyDirMeta, ensureDir, prepareLeaf, withLeaf, type DirMeta, type Owner, type PlaceContext } from './copy-files.js';
+import { makeNode } from './mknod.js';
+import { writeXattrsFd } from './xattr.js';
 
 export type Compression = 'none' | 'gzip' | 'bzip2' | 'xz' | 'zstd';
 
@@ -95,7 +96,7 @@ export async function extractArchive(opts: ExtractOptions): Promise<boolean> {
   const destInner = posix.normalize('/' + opts.dest);
   const src = decompressed(opts.archive, compression);
   const extract = tar.extract();
-  const dirTimes: Array<{ host: string; mtime: Date }> = [];
+  const dirs: Array<{ inner: string; meta: DirMeta }> = [];
   let entries = 0;
   src.stream.on('error', (e) => extract.destroy(e));
   src.stream.pipe(extract);
@@ -103,7 +104,7 @@ export async function extractArchive(opts: ExtractOptions): Promise<boolean> {
     for await (const entry of extract) {
       if (entries === 0) ensureDir(ctx, destInner);
       entries++;
-      await placeEntry(ctx, destInner, entry as TarEntry, dirTimes);
+      await placeEntry(ctx, destInner, entry as TarEntry, dirs);
     }
     await src.done();
   } catch (err) {
@@ -113,7 +114,7 @@ export async function extractArchive(opts: ExtractOptions): Promise<boolean> {
   }
   if (entries === 0) return false;
   // Directory times last, deepest first, since creating entries inside them changes their mtime.
-  for (const d of dirTimes.sort((a, b) => b.host.length - a.host.length)) utimesSync(d.host, d.mtime, d.mtime);
+  for (const d of dirs.sort((a, b) => b.inner.length - a.inner.length)) applyDirMeta(ctx, d.inner, d.meta);
   return true;
 }
 
@@ -121,7 +122,7 @@ async function placeEntry(
   ctx: PlaceContext,
   destInner: string,
   entry: TarEntry,
-  dirTimes: Array<{ host: string; mtime: Date }>,
+  dirs: Array<{ inner: string; meta: DirMeta }>,
 ): Promise<void> {
   const h = entry.header;
   const inner = posix.join(destInner, posix.normalize('/' + h.name));
@@ -136,38 +137,42 @@ async function placeEntry(
     case 'directory': {
       entry.resume();
       const host = resolveInRoot(ctx.destRoot, inner);
-      if (!isDir(host)) prepareLeaf(ctx, inner);
-      const dir = ensureDir(ctx, inner);
-      chownSync(dir, o.uid, o.gid);
-      chmodSync(dir, mode);
-      writeXattrs(dir, xattrs);
-      dirTimes.push({ host: dir, mtime });
+      if (!isDir(host)) withLeaf(ctx, inner, () => {});
+      ensureDir(ctx, inner);
+      const meta: DirMeta = { owner: o, mode, xattrs, atime: mtime, mtime };
+      applyDirMeta(ctx, inner, meta);
+      dirs.push({ inner, meta });
       return;
     }
     case 'file':
     case 'contiguous-file': {
       ensureDir(ctx, posix.dirname(inner));
-      const host = prepareLeaf(ctx, inner);
-      const fh = await open(host, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      const leaf = prepareLeaf(ctx, inner);
       try {
-        // Pulling chunk by chunk is the backpressure: the tar stream waits while we write.
-        for await (const chunk of entry) await fh.write(chunk);
-        await fh.chown(o.uid, o.gid);
-        await fh.chmod(mode);
-        writeXattrs(host, xattrs);
-        await fh.utimes(mtime, mtime);
+        const fh = await open(leaf.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        try {
+          // Pulling chunk by chunk is the backpressure: the tar stream waits while we write.
+          for await (const chunk of entry) await fh.write(chunk);
+          await fh.chown(o.uid, o.gid);
+          await fh.chmod(mode);
+          writeXattrsFd(fh.fd, xattrs, inner);
+          await fh.utimes(mtime, mtime);
+        } finally {
+          await fh.close();
+        }
       } finally {
-        await fh.close();
+        leaf.release();
       }
       return;
     }
     case 'symlink': {
       entry.resume();
       ensureDir(ctx, posix.dirname(inner));
-      const host = prepareLeaf(ctx, inner);
-      symlinkSync(h.linkname ?? '', host);
-      lchownSync(host, o.uid, o.gid);
-      lutimesSync(host, mtime, mtime);
+      withLeaf(ctx, inner, (leaf) => {
+        symlinkSync(h.linkname ?? '', leaf.path);
+        lchownSync(leaf.path, o.uid, o.gid);
+        lutimesSync(leaf.path, mtime, mtime);
+      });
       return;
     }
     case 'link': {
@@ -178,8 +183,14 @@ async function placeEntry(
       });
       const st = lstatSync(target);
       if (st.isDirectory()) throw new ObdkitError('EARCHIVE', `hardlink ${h.name} points to a directory`, { file: h.name });
-      const host = prepareLeaf(ctx, inner);
-      linkSync(target, host);
+      withLeaf(ctx, inner, (leaf) => {
+        linkSync(target, leaf.path);
+        // link(2) re-resolves the target path; make sure it still named the file we checked.
+        if (lstatSync(leaf.path).ino !== st.ino) {
+          unlinkSync(leaf.path);
+          throw new ObdkitError('EPATHRACE', `hardlink target changed while extracting ${h.name}`, { file: h.name });
+        }
+      });
       return;
     }
     case 'character-device':
@@ -187,12 +198,13 @@ async function placeEntry(
     case 'fifo': {
       entry.resume();
       ensureDir(ctx, posix.dirname(inner));
-      const host = prepareLeaf(ctx, inner);
-      if (h.type === 'fifo') execFileSync('mkfifo', [host]);
-      else execFileSync('mknod', [host, h.type === 'character-device' ? 'c' : 'b', String(h.devmajor ?? 0), String(h.devminor ?? 0)]);
-      chownSync(host, o.uid, o.gid);
-      chmodSync(host, mode);
-      utimesSync(host, mtime, mtime);
+      withLeaf(ctx, inner, (leaf) => {
+        const kind = h.type === 'fifo' ? 'fifo' : h.type === 'character-device' ? 'char' : 'block';
+        makeNode(leaf.path, kind, 0o600, h.devmajor ?? 0, h.devminor ?? 0);
+        lchownSync(leaf.path, o.uid, o.gid);
+        chmodSync(leaf.path, mode);
+        utimesSync(leaf.path, mtime, mtime);
+      });
       return;
     }
     default:

@@ -4,8 +4,10 @@
 //
 // Safety: source paths are resolved inside the source root (a symlink pointing out of the build
 // context lands on a missing path inside it, never on a host file); inside copied trees symlinks
-// are copied as links, never followed. Destination paths are resolved inside the destination root,
-// and every file is created with O_EXCL|O_NOFOLLOW, so nothing is written outside it.
+// are copied as links, never followed. Destination paths are resolved inside the destination root;
+// each entry is created with O_EXCL|O_NOFOLLOW inside a parent directory held open through
+// openat2(RESOLVE_IN_ROOT) (dirfd.ts), and directory metadata is set through such a handle, so a
+// path component swapped for a symlink mid-copy cannot redirect a write outside the root.
 // archive.ts (ADD of a tar) and remote.ts (ADD of a URL) reuse the placement helpers here.
 import {
   closeSync,
@@ -18,7 +20,6 @@ import {
   lstatSync,
   lutimesSync,
   chmodSync,
-  chownSync,
   openSync,
   readdirSync,
   readlinkSync,
@@ -29,12 +30,13 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { join, posix } from 'node:path';
 import { ObdkitError, errnoCode } from '../../src/util/errors.js';
 import { mkdirAllInRoot, resolveInRoot } from './root-path.js';
 import { resolveChown } from './user-db.js';
-import { readXattrs, writeXattrs } from './xattr.js';
+import { readXattrs, writeXattrs, writeXattrsFd } from './xattr.js';
+import { openDirInRoot } from './dirfd.js';
+import { makeNode, splitDev } from './mknod.js';
 import { parseChmod, type ModeFn } from './chmod-spec.js';
 
 export interface Owner {
@@ -106,8 +108,8 @@ export interface PlaceContext {
   owner?: Owner;
   chmod?: ModeFn;
   preserveOwnership: boolean;
-  /** Source "dev:ino" → host path of the first copy, to recreate hardlinks. */
-  hardlinks: Map<string, string>;
+  /** Source "dev:ino" → the first copy (host path, inode), to recreate hardlinks. */
+  hardlinks: Map<string, { real: string; ino: number }>;
 }
 
 function isDirectory(p: string): boolean {
@@ -124,25 +126,82 @@ export function ensureDir(ctx: PlaceContext, inner: string): string {
   return mkdirAllInRoot(ctx.destRoot, inner, { uid: o.uid, gid: o.gid, mode: 0o755 });
 }
 
+/** Where to create one non-directory entry; `release` must be called when done with `path`. */
+export interface Leaf {
+  /** Path to create the entry at (through a held directory handle where the kernel allows). */
+  path: string;
+  /** The entry's plain host path, for records such as the hardlink map. */
+  real: string;
+  release(): void;
+}
+
 /**
- * Prepares `inner` for a new non-directory entry: resolves its parent inside the root and removes
- * whatever non-directory is there. Returns the host path to create with O_EXCL.
+ * Prepares `inner` for a new non-directory entry: opens its parent inside the root (RESOLVE_IN_ROOT
+ * where available) and removes whatever non-directory is there. Create the entry with O_EXCL.
  */
-export function prepareLeaf(ctx: PlaceContext, inner: string): string {
+export function prepareLeaf(ctx: PlaceContext, inner: string): Leaf {
   const norm = posix.normalize('/' + inner);
-  const parent = resolveInRoot(ctx.destRoot, posix.dirname(norm));
-  const host = join(parent, posix.basename(norm));
-  let st: Stats | undefined;
+  const name = posix.basename(norm);
+  if (name === '') throw new ObdkitError('ECOPY', 'cannot replace the root directory with a file', { file: norm });
+  const parentInner = posix.dirname(norm);
+  const handle = openDirInRoot(ctx.destRoot, parentInner);
   try {
-    st = lstatSync(host);
+    const parentReal = handle ? readlinkSync(handle.path()) : resolveInRoot(ctx.destRoot, parentInner);
+    const path = handle ? handle.path(name) : join(parentReal, name);
+    let st: Stats | undefined;
+    try {
+      st = lstatSync(path);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+    if (st?.isDirectory()) {
+      throw new ObdkitError('ECOPY', `cannot overwrite directory ${norm} with a non-directory`, { file: norm });
+    }
+    if (st !== undefined) unlinkSync(path);
+    return { path, real: join(parentReal, name), release: () => handle?.close() };
   } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw err;
+    handle?.close();
+    throw err;
   }
-  if (st?.isDirectory()) {
-    throw new ObdkitError('ECOPY', `cannot overwrite directory ${norm} with a non-directory`, { file: norm });
+}
+
+/** Runs `fn` with a leaf prepared for `inner`, releasing it afterwards. */
+export function withLeaf<T>(ctx: PlaceContext, inner: string, fn: (leaf: Leaf) => T): T {
+  const leaf = prepareLeaf(ctx, inner);
+  try {
+    return fn(leaf);
+  } finally {
+    leaf.release();
   }
-  if (st !== undefined) unlinkSync(host);
-  return host;
+}
+
+export interface DirMeta {
+  owner: Owner;
+  mode: number;
+  xattrs: Map<string, Buffer>;
+  atime: Date;
+  mtime: Date;
+}
+
+/** Sets a directory's owner, mode, xattrs and times through an open handle (never via a swapped link). */
+export function applyDirMeta(ctx: PlaceContext, inner: string, m: DirMeta): void {
+  const h = openDirInRoot(ctx.destRoot, inner, { readable: true });
+  if (h === null) {
+    const host = resolveInRoot(ctx.destRoot, inner);
+    lchownSync(host, m.owner.uid, m.owner.gid);
+    chmodSync(host, m.mode);
+    writeXattrs(host, m.xattrs);
+    utimesSync(host, m.atime, m.mtime);
+    return;
+  }
+  try {
+    fchownSync(h.fd, m.owner.uid, m.owner.gid);
+    fchmodSync(h.fd, m.mode);
+    writeXattrsFd(h.fd, m.xattrs, inner);
+    futimesSync(h.fd, m.atime, m.mtime);
+  } finally {
+    h.close();
+  }
 }
 
 function modeFor(ctx: PlaceContext, st: Stats): number {
@@ -166,46 +225,48 @@ function copyTreeContents(ctx: PlaceContext, srcDir: string, destInner: string):
 function copyEntry(ctx: PlaceContext, src: string, st: Stats, destInner: string): void {
   // Sockets cannot be copied meaningfully; Docker skips them too.
   if (st.isSocket()) return;
+  const o = ownerFor(ctx, st);
   if (st.isDirectory()) {
     const host = resolveInRoot(ctx.destRoot, destInner);
     if (!isDirectory(host)) {
       // A file or a dangling link is replaced; an existing directory (or a link to one) is merged into.
-      prepareLeaf(ctx, destInner);
+      withLeaf(ctx, destInner, () => {});
     }
-    const dirHost = ensureDir(ctx, destInner);
+    ensureDir(ctx, destInner);
     copyTreeContents(ctx, src, destInner);
-    const o = ownerFor(ctx, st);
-    chownSync(dirHost, o.uid, o.gid);
-    chmodSync(dirHost, modeFor(ctx, st));
-    writeXattrs(dirHost, readXattrs(src));
-    utimesSync(dirHost, st.atime, st.mtime);
+    applyDirMeta(ctx, destInner, { owner: o, mode: modeFor(ctx, st), xattrs: readXattrs(src), atime: st.atime, mtime: st.mtime });
     return;
   }
-  const host = prepareLeaf(ctx, destInner);
-  const o = ownerFor(ctx, st);
-  if (st.isFile() && st.nlink > 1) {
-    const key = `${st.dev}:${st.ino}`;
-    const first = ctx.hardlinks.get(key);
-    if (first !== undefined) {
-      linkSync(first, host);
+  withLeaf(ctx, destInner, (leaf) => {
+    if (st.isFile() && st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = ctx.hardlinks.get(key);
+      if (first !== undefined) {
+        linkSync(first.real, leaf.path);
+        // The first copy's path is re-resolved by link(2); make sure it still named our file.
+        if (lstatSync(leaf.path).ino !== first.ino) {
+          unlinkSync(leaf.path);
+          throw new ObdkitError('EPATHRACE', `hardlink target changed while copying ${destInner}`, { file: destInner });
+        }
+        return;
+      }
+    }
+    if (st.isSymbolicLink()) {
+      symlinkSync(readlinkSync(src), leaf.path);
+      lchownSync(leaf.path, o.uid, o.gid);
+      lutimesSync(leaf.path, st.atime, st.mtime);
       return;
     }
-    ctx.hardlinks.set(key, host);
-  }
-  if (st.isSymbolicLink()) {
-    symlinkSync(readlinkSync(src), host);
-    lchownSync(host, o.uid, o.gid);
-    lutimesSync(host, st.atime, st.mtime);
-    return;
-  }
-  if (st.isFile()) {
-    copyRegularFile(src, host, o, modeFor(ctx, st), readXattrs(src), st.atime, st.mtime);
-    return;
-  }
-  makeSpecial(host, st);
-  chownSync(host, o.uid, o.gid);
-  chmodSync(host, modeFor(ctx, st));
-  utimesSync(host, st.atime, st.mtime);
+    if (st.isFile()) {
+      copyRegularFile(src, leaf.path, o, modeFor(ctx, st), readXattrs(src), st.atime, st.mtime);
+      if (st.nlink > 1) ctx.hardlinks.set(`${st.dev}:${st.ino}`, { real: leaf.real, ino: lstatSync(leaf.path).ino });
+      return;
+    }
+    makeSpecial(leaf.path, st);
+    lchownSync(leaf.path, o.uid, o.gid);
+    chmodSync(leaf.path, modeFor(ctx, st));
+    utimesSync(leaf.path, st.atime, st.mtime);
+  });
 }
 
 const CHUNK = 1 << 20;
@@ -233,7 +294,7 @@ export function copyRegularFile(
       }
       fchownSync(out, owner.uid, owner.gid);
       fchmodSync(out, mode);
-      writeXattrs(host, xattrs);
+      writeXattrsFd(out, xattrs, host);
       futimesSync(out, atime, mtime);
     } finally {
       closeSync(out);
@@ -243,13 +304,11 @@ export function copyRegularFile(
   }
 }
 
-function makeSpecial(host: string, st: Stats): void {
-  // Node has no mknod; these are rare in builds (a stage's /dev), so the coreutils tools do it.
+function makeSpecial(path: string, st: Stats): void {
   if (st.isFIFO()) {
-    execFileSync('mkfifo', [host]);
+    makeNode(path, 'fifo', 0o600);
   } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-    const major = Math.floor(st.rdev / 256) & 0xfff;
-    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
-    execFileSync('mknod', [host, st.isCharacterDevice() ? 'c' : 'b', String(major), String(minor)]);
+    const { major, minor } = splitDev(st.rdev);
+    makeNode(path, st.isCharacterDevice() ? 'char' : 'block', 0o600, major, minor);
   }
 }

@@ -3,9 +3,10 @@
 // were `/`, and `..` never climbs above the root. Used by the RUN step (workdir, mount targets),
 // by the user database reader (/etc/passwd may be a symlink) and by COPY/ADD (destination paths).
 // The result is a host path that, at the time of resolution, contains no symlink component.
-import { lstatSync, mkdirSync, readlinkSync, chownSync } from 'node:fs';
+import { lchownSync, lstatSync, mkdirSync, readlinkSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { ObdkitError, errnoCode } from '../../src/util/errors.js';
+import { openDirInRoot } from './dirfd.js';
 
 /** Linux's own limit on symlinks followed during one lookup. */
 const MAX_SYMLINKS = 40;
@@ -86,8 +87,11 @@ export interface MkdirInRootOptions {
 export function mkdirAllInRoot(root: string, unsafePath: string, opts: MkdirInRootOptions = {}): string {
   const rel = resolveRelative(root, unsafePath);
   let cur = root;
+  let inner = '';
   for (const comp of rel.split('/').filter((c) => c !== '')) {
+    const parentInner = inner === '' ? '/' : inner;
     cur = join(cur, comp);
+    inner = `${inner}/${comp}`;
     let st;
     try {
       st = lstatSync(cur);
@@ -95,8 +99,7 @@ export function mkdirAllInRoot(root: string, unsafePath: string, opts: MkdirInRo
       if (errnoCode(err) !== 'ENOENT') throw err;
     }
     if (st === undefined) {
-      mkdirSync(cur, { mode: opts.mode ?? 0o755 });
-      if (opts.uid !== undefined || opts.gid !== undefined) chownSync(cur, opts.uid ?? 0, opts.gid ?? 0);
+      makeDir(root, parentInner, comp, cur, opts);
       continue;
     }
     if (st.isSymbolicLink()) {
@@ -112,6 +115,21 @@ export function mkdirAllInRoot(root: string, unsafePath: string, opts: MkdirInRo
     }
   }
   return cur;
+}
+
+/**
+ * mkdir of one component. Through a RESOLVE_IN_ROOT handle on the parent where the kernel has
+ * openat2, so a parent swapped for a symlink since resolution cannot move the new directory out.
+ */
+function makeDir(root: string, parentInner: string, name: string, fallback: string, opts: MkdirInRootOptions): void {
+  const parent = openDirInRoot(root, parentInner);
+  const target = parent ? parent.path(name) : fallback;
+  try {
+    mkdirSync(target, { mode: opts.mode ?? 0o755 });
+    if (opts.uid !== undefined || opts.gid !== undefined) lchownSync(target, opts.uid ?? 0, opts.gid ?? 0);
+  } finally {
+    parent?.close();
+  }
 }
 
 /** True if `inner` (a path inside the container, already normalised) lies at or below `prefix`. */

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { StringDecoder } from 'node:string_decoder';
 import { execa } from 'execa';
 import { ObdkitError } from '../../src/util/errors.js';
+import { log } from '../../src/util/log.js';
 
 export type OutputStream = 'stdout' | 'stderr';
 export type OutputCallback = (stream: OutputStream, line: string) => void;
@@ -72,7 +73,12 @@ export async function runcRun(opts: RuncRunOptions): Promise<RuncResult> {
   const record = (stream: OutputStream) => (line: string) => {
     tail.push(line);
     if (tail.length > tailMax) tail.shift();
-    opts.onOutput?.(stream, line);
+    try {
+      opts.onOutput?.(stream, line);
+    } catch (err) {
+      // A faulty progress consumer must not take the daemon down or leave the container running.
+      log.warn({ err, container: opts.id }, 'output callback threw');
+    }
   };
   if (opts.signal?.aborted) return { exitCode: 137, tail, cancelled: true };
   // stdin is closed and only the two pipes are passed: no other descriptor of ours reaches the

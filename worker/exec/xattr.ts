@@ -8,6 +8,7 @@ interface XattrLib {
   llistxattr: (path: string, list: Buffer | null, size: number) => number;
   lgetxattr: (path: string, name: string, value: Buffer | null, size: number) => number;
   lsetxattr: (path: string, name: string, value: Buffer, size: number, flags: number) => number;
+  fsetxattr: (fd: number, name: string, value: Buffer, size: number, flags: number) => number;
 }
 
 let lib: XattrLib | undefined;
@@ -23,6 +24,7 @@ function libc(): XattrLib {
       lsetxattr: l.func(
         'int lsetxattr(const char *path, const char *name, const uint8_t *value, size_t size, int flags)',
       ) as XattrLib['lsetxattr'],
+      fsetxattr: l.func('int fsetxattr(int fd, const char *name, const uint8_t *value, size_t size, int flags)') as XattrLib['fsetxattr'],
     };
   }
   return lib;
@@ -69,9 +71,17 @@ export function readXattrs(path: string): Map<string, Buffer> {
 
 /** Sets attributes on `path`; names the filesystem refuses (ENOTSUP) are skipped. */
 export function writeXattrs(path: string, attrs: Map<string, Buffer>): void {
-  const c = libc();
+  setAll(attrs, path, (name, value) => libc().lsetxattr(path, name, value, value.length, 0));
+}
+
+/** Like writeXattrs, on an open file or directory. */
+export function writeXattrsFd(fd: number, attrs: Map<string, Buffer>, label: string): void {
+  setAll(attrs, label, (name, value) => libc().fsetxattr(fd, name, value, value.length, 0));
+}
+
+function setAll(attrs: Map<string, Buffer>, path: string, set: (name: string, value: Buffer) => number): void {
   for (const [name, value] of attrs) {
-    if (c.lsetxattr(path, name, value, value.length, 0) !== 0) {
+    if (set(name, value) !== 0) {
       const e = koffi.errno();
       // Filesystems without xattrs, and privileged namespaces we may not write, are skipped.
       if (e === ENOTSUP || (e === EPERM && !name.startsWith('user.'))) continue;

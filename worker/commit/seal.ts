@@ -1,0 +1,76 @@
+// Sealing one step: the writable RW pair a device left behind, minus what the lowers already hold
+// (dedup.ts), becomes a committed LSMT layer (src/overlaybd/commit.ts), ZFile-compressed with LZ4
+// in 4 KiB blocks and tar-wrapped (src/overlaybd/layer-open.ts), hashed and moved into the content
+// store under its digest. A step that changed nothing visible yields no layer at all.
+import { FileRandomAccess } from '../../src/overlaybd/io.js';
+import { commitLayer } from '../../src/overlaybd/commit.js';
+import { unwrapLayerBlob, writeLayerBlob } from '../../src/overlaybd/layer-open.js';
+import { openSealedLayer } from '../../src/overlaybd/lsmt-file.js';
+import { RwLayer } from '../../src/overlaybd/rw-layer.js';
+import { LayerStack } from '../../src/overlaybd/stack.js';
+import { NULL_UUID } from '../../src/overlaybd/uuid.js';
+import type { ContentStore } from '../../src/store/content-store.js';
+import type { LayerRecord } from '../../src/store/layer-record.js';
+import { dedupAgainstLowers, filteredView, type DedupStats } from './dedup.js';
+
+export interface SealInput {
+  /** The RW pair (data, index) of the step's writable layer, no longer in use by a device. */
+  upper: { data: string; index: string };
+  /** Lower layer blobs (tar/ZFile/LSMT as stored), bottom first. */
+  lowers: readonly string[];
+  uuid: string;
+  parentUuid?: string;
+  /** Commit message stored in the LSMT header (≤ 256 bytes). */
+  userTag?: string;
+  store: ContentStore;
+  /** Skip the comparison with the lowers (keep every written block). */
+  noDedup?: boolean;
+}
+
+export interface SealOutcome {
+  /** Undefined when nothing was left to store. */
+  layer?: LayerRecord;
+  stats: DedupStats;
+}
+
+/** Opens sealed lower blobs as a LayerStack; returns it with a closer for the files. */
+export function openLowerBlobs(paths: readonly string[]): { stack: LayerStack | null; close(): void } {
+  const files: FileRandomAccess[] = [];
+  try {
+    const layers = paths.map((p) => {
+      const f = new FileRandomAccess(p);
+      files.push(f);
+      return openSealedLayer(unwrapLayerBlob(f).lsmt);
+    });
+    return { stack: layers.length ? new LayerStack(layers) : null, close: () => files.forEach((f) => f.close()) };
+  } catch (err) {
+    files.forEach((f) => f.close());
+    throw err;
+  }
+}
+
+export async function sealStep(input: SealInput): Promise<SealOutcome> {
+  const rw = RwLayer.open(input.upper.data, input.upper.index, { readOnly: true });
+  const lowers = openLowerBlobs(input.noDedup ? [] : input.lowers);
+  try {
+    const { mappings, stats } = input.noDedup
+      ? { mappings: rw.mappings(), stats: { writtenBytes: 0, identicalBytes: 0, zeroedBytes: 0, zeroedDroppedBytes: 0 } }
+      : dedupAgainstLowers(rw, lowers.stack);
+    if (mappings.length === 0) return { stats };
+    const view = filteredView(rw, mappings);
+    const parentUuid = input.parentUuid ?? NULL_UUID;
+    const tmp = input.store.tmpPath('layer');
+    const blob = await writeLayerBlob(
+      commitLayer(view, { uuid: input.uuid, parentUuid, ...(input.userTag !== undefined ? { userTag: Buffer.from(input.userTag).subarray(0, 256) } : {}) }),
+      tmp,
+      { zfile: true, tar: true, algorithm: 'lz4', blockSize: 4096 },
+    );
+    await input.store.adoptBlob(tmp, blob.digest, blob.size);
+    const layer: LayerRecord = { digest: blob.digest, size: blob.size, uuid: input.uuid, parentUuid, diffId: blob.digest, stats };
+    await input.store.putLayer(layer);
+    return { layer, stats };
+  } finally {
+    lowers.close();
+    rw.close();
+  }
+}
