@@ -16,6 +16,7 @@ import {
 } from './instructions.js';
 import { ShellLex } from './shell-lex.js';
 import { DEFAULT_SHELL, setEnv } from './image-config.js';
+import { looksSecret, reportAt, type LintSink } from './lint-rules.js';
 import { parseGoDuration } from './duration.js';
 
 /** The parts of a stage these instructions touch. */
@@ -25,6 +26,18 @@ export interface ConfigState {
   env: Map<string, string>;
   /** CMD was set in this stage (so a later ENTRYPOINT keeps it). */
   cmdSet: boolean;
+  /** ARG names declared in this stage so far: never reported as undefined variables. */
+  declaredArgs: Set<string>;
+  /** Last CMD / ENTRYPOINT / HEALTHCHECK of the stage, for the "used more than once" check. */
+  usedOnce: Map<string, Instruction>;
+}
+
+/** Reports variables an instruction read but nobody defined (BuildKit's UndefinedVar check). */
+export function reportUndefined(lint: LintSink | undefined, ins: Instruction, unmatched: Iterable<string>, declared: Set<string>): void {
+  if (!lint) return;
+  for (const name of unmatched) {
+    if (!declared.has(name)) reportAt(lint, 'UndefinedVar', `Usage of undefined variable '$${name}'`, ins);
+  }
 }
 
 export const CONFIG_INSTRUCTIONS = new Set([
@@ -39,9 +52,21 @@ export function addHistory(image: ImageConfig, createdBy: string, emptyLayer: bo
   );
 }
 
-export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins: Instruction): void {
+export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins: Instruction, lint?: LintSink): void {
   const lex = new ShellLex(df.escapeToken);
-  const word = (w: string): string => expand(df, ins, () => lex.processWord(w, s.env));
+  const unmatched = new Set<string>();
+  const word = (w: string): string =>
+    expand(df, ins, () => {
+      const r = lex.process(w, s.env);
+      for (const u of r.unmatched) unmatched.add(u);
+      return r.result;
+    });
+  const undefinedVars = (): void => reportUndefined(lint, ins, unmatched, s.declaredArgs);
+  const once = (): void => {
+    const prev = s.usedOnce.get(ins.keyword);
+    if (prev) reportAt(lint, 'MultipleInstructionsDisallowed', `Multiple ${ins.keyword} instructions should not be used in the same stage because only the last one will be used`, prev);
+    s.usedOnce.set(ins.keyword, ins);
+  };
   const cfg = s.image.config;
   const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
   const history = (createdBy: string, emptyLayer: boolean): void => addHistory(s.image, createdBy, emptyLayer);
@@ -53,7 +78,10 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       const pairs = expand(df, ins, () => parseNameVal(ins.rest, df.escapeToken, 'ENV'));
       // Every pair is expanded against the environment before this instruction.
       const expanded = pairs.map((p) => ({ key: word(p.key), value: word(p.value) }));
-      for (const p of expanded) {
+      undefinedVars();
+      for (const [i, p] of expanded.entries()) {
+        if (pairs[i]!.legacy) reportAt(lint, 'LegacyKeyValueFormat', '"ENV key=value" should be used instead of legacy "ENV key value" format', ins);
+        if (looksSecret(p.key)) reportAt(lint, 'SecretsUsedInArgOrEnv', `Do not use ARG or ENV instructions for sensitive data (ENV ${JSON.stringify(p.key)})`, ins);
         s.env.delete(p.key);
         s.env.set(p.key, p.value);
         cfg.Env = setEnv(cfg.Env ?? [], p.key, p.value);
@@ -65,6 +93,10 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       noFlags();
       const pairs = expand(df, ins, () => parseNameVal(ins.rest, df.escapeToken, 'LABEL'));
       const expanded = pairs.map((p) => ({ key: word(p.key), value: word(p.value) }));
+      undefinedVars();
+      for (const p of pairs) {
+        if (p.legacy) reportAt(lint, 'LegacyKeyValueFormat', '"LABEL key=value" should be used instead of legacy "LABEL key value" format', ins);
+      }
       cfg.Labels ??= {};
       for (const p of expanded) cfg.Labels[p.key] = p.value;
       history('LABEL ' + expanded.map((p) => `${p.key}=${p.value}`).join(' '), true);
@@ -82,6 +114,7 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       const words = splitWhitespace(ins.rest);
       if (words.length !== 1) throw err('USER requires exactly one argument');
       cfg.User = word(ins.rest);
+      undefinedVars();
       history('USER ' + cfg.User, true);
       return;
     }
@@ -91,14 +124,28 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       if (words.length === 0) throw err('EXPOSE requires at least one argument');
       cfg.ExposedPorts ??= {};
       const added: string[] = [];
-      for (const w of words) {
-        for (const spec of expand(df, ins, () => lex.processWords(w, s.env))) {
+      // BuildKit sorts the words first; warnings follow that order.
+      for (const w of [...words].sort()) {
+        const specs = expand(df, ins, () => {
+          const r = lex.process(w, s.env);
+          for (const u of r.unmatched) unmatched.add(u);
+          return r.words;
+        });
+        for (const spec of specs) {
+          if (spec.includes(':')) {
+            reportAt(lint, 'ExposeInvalidFormat', `EXPOSE instruction should not define an IP address or host-port mapping, found '${spec}'`, ins);
+          }
+          const slash = spec.lastIndexOf('/');
+          if (slash >= 0 && spec.slice(slash + 1) !== spec.slice(slash + 1).toLowerCase()) {
+            reportAt(lint, 'ExposeProtoCasing', `Defined protocol '${spec}' in EXPOSE instruction should be lowercase`, ins);
+          }
           for (const port of expand(df, ins, () => parsePortSpec(spec))) {
             cfg.ExposedPorts[port] = {};
             added.push(port);
           }
         }
       }
+      undefinedVars();
       history('EXPOSE map[' + added.map((p) => `${p}:{}`).join(' ') + ']', true);
       return;
     }
@@ -114,6 +161,7 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
         cfg.Volumes[v] = {};
         vols.push(v);
       }
+      undefinedVars();
       history(`VOLUME [${vols.join(' ')}]`, true);
       return;
     }
@@ -121,6 +169,7 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
       noFlags();
       if (splitWhitespace(ins.rest).length !== 1) throw err('STOPSIGNAL requires exactly one argument');
       const sig = word(ins.rest);
+      undefinedVars();
       if (!validSignal(sig)) throw err(`invalid signal: ${sig}`);
       cfg.StopSignal = sig;
       history('STOPSIGNAL ' + sig, true);
@@ -139,6 +188,10 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
     case 'ENTRYPOINT': {
       noFlags();
       const json = expand(df, ins, () => parseJsonArray(ins.rest));
+      once();
+      if (!json && !(cfg.Shell && cfg.Shell.length)) {
+        reportAt(lint, 'JSONArgsRecommended', `JSON arguments recommended for ${ins.keyword} to prevent unintended behavior related to OS signals`, ins);
+      }
       let args: string[];
       if (json) args = json;
       else args = ins.rest === '' && ins.keyword === 'ENTRYPOINT' ? [] : [...(cfg.Shell ?? DEFAULT_SHELL), ins.rest];
@@ -157,6 +210,7 @@ export function applyConfigInstruction(s: ConfigState, df: ParsedDockerfile, ins
     }
     case 'HEALTHCHECK': {
       cfg.Healthcheck = healthcheck(df, ins);
+      once();
       history('HEALTHCHECK ' + JSON.stringify(cfg.Healthcheck), true);
       return;
     }

@@ -42,7 +42,8 @@ import { normalizeImageRef, parseImageRef } from './reference.js';
 import { parseMount, type MountSpec } from './run-mount.js';
 import { argPairs, evalMetaArgs, findStageIndex, resolveTarget, splitStages, type StageDef } from './stages.js';
 import { DEFAULT_PATH, DEFAULT_SHELL, emptyImage, imageFromResolved, type ResolvedImage } from './image-config.js';
-import { addHistory, applyConfigInstruction, CONFIG_INSTRUCTIONS } from './config-instructions.js';
+import { addHistory, applyConfigInstruction, CONFIG_INSTRUCTIONS, reportUndefined } from './config-instructions.js';
+import { looksSecret, reportAt, type LintSink } from './lint-rules.js';
 
 export type { ResolvedImage } from './image-config.js';
 export { DEFAULT_PATH } from './image-config.js';
@@ -72,6 +73,10 @@ export interface ConvertOptions {
   hostname?: string;
   /** Forces a network mode on every RUN (`force-network-mode`). */
   forceNetworkMode?: NetworkMode;
+  /** Receives check-rule findings while translating (the lint subrequest). */
+  lint?: LintSink;
+  /** Translate every stage, not only those the target needs (the lint subrequest). */
+  allStages?: boolean;
 }
 
 export interface StageSummary {
@@ -111,6 +116,10 @@ interface StageState {
   /** The build's environment for RUN and expansion: image ENV plus ARG values, in definition order. */
   env: Map<string, string>;
   cmdSet: boolean;
+  declaredArgs: Set<string>;
+  usedOnce: Map<string, Instruction>;
+  /** An absolute WORKDIR was set in this build (checks of relative ones). */
+  workdirSet: boolean;
   cmdIndex: number;
   cmdTotal: number;
   commands: { ins: Instruction; onbuild: boolean; df: ParsedDockerfile }[];
@@ -173,6 +182,9 @@ class Converter {
         image: emptyImage(platform),
         env: new Map(),
         cmdSet: false,
+        declaredArgs: new Set<string>(),
+        usedOnce: new Map<string, Instruction>(),
+        workdirSet: false,
         cmdIndex: 0,
         cmdTotal: 0,
         commands: def.commands.map((ins) => ({ ins, onbuild: false, df })),
@@ -215,7 +227,11 @@ class Converter {
         for (const dep of this.stageDeps(c.df, c.ins, states, s)) await visit(dep);
       }
     };
-    await visit(states[targetIdx]!);
+    if (this.opts.allStages) {
+      for (const s of states) await visit(s);
+    } else {
+      await visit(states[targetIdx]!);
+    }
 
     for (const s of states) {
       if (!used.has(s.def.index)) continue;
@@ -366,6 +382,8 @@ class Converter {
       s.image = structuredClone(b.image);
       // The base stage's ARG values stay in the build environment, as in BuildKit.
       s.env = new Map(b.env);
+      s.declaredArgs = new Set(b.declaredArgs);
+      s.workdirSet = b.workdirSet;
       s.platform = b.platform;
       s.cmdSet = false;
     } else if (s.base.toLowerCase() === 'scratch') {
@@ -391,7 +409,14 @@ class Converter {
 
   private async dispatch(s: StageState, df: ParsedDockerfile, ins: Instruction, onbuild: boolean, states: StageState[]): Promise<void> {
     const lex = new ShellLex(df.escapeToken);
-    const word = (w: string): string => expand(df, ins, () => lex.processWord(w, s.env));
+    const unmatched = new Set<string>();
+    const word = (w: string): string =>
+      expand(df, ins, () => {
+        const r = lex.process(w, s.env);
+        for (const u of r.unmatched) unmatched.add(u);
+        return r.result;
+      });
+    const lint = this.opts.lint;
     const cfg = s.image.config;
     const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
     const history = (createdBy: string, emptyLayer: boolean): void => addHistory(s.image, createdBy, emptyLayer);
@@ -403,10 +428,15 @@ class Converter {
         const parts: string[] = [];
         for (const p of argPairs(df, ins)) {
           this.usedBuildArgs.add(p.key);
+          if (looksSecret(p.key)) reportAt(lint, 'SecretsUsedInArgOrEnv', `Do not use ARG or ENV instructions for sensitive data (ARG ${JSON.stringify(p.key)})`, ins);
           let value: string | undefined;
           if (p.key in this.buildArgs) value = this.buildArgs[p.key];
-          else if (p.value !== undefined) value = word(p.value);
-          else if (this.globalScope.has(p.key)) value = this.globalScope.get(p.key);
+          else if (p.value !== undefined) {
+            unmatched.clear();
+            value = word(p.value);
+            reportUndefined(lint, ins, unmatched, s.declaredArgs);
+          } else if (this.globalScope.has(p.key)) value = this.globalScope.get(p.key);
+          s.declaredArgs.add(p.key);
           if (value !== undefined) {
             s.env.delete(p.key);
             s.env.set(p.key, value);
@@ -420,6 +450,11 @@ class Converter {
         noFlags();
         if (ins.rest === '') throw err('WORKDIR requires exactly one argument');
         const p = word(ins.rest);
+        reportUndefined(lint, ins, unmatched, s.declaredArgs);
+        if (!s.workdirSet && !p.startsWith('/')) {
+          reportAt(lint, 'WorkdirRelativePath', `Relative workdir ${JSON.stringify(p)} can have unexpected results if the base image changes`, ins);
+        }
+        s.workdirSet = true;
         if (p === '') throw err('cannot normalize nothing');
         const wd = posix.join('/', p.startsWith('/') ? '' : (cfg.WorkingDir ?? '/'), p);
         cfg.WorkingDir = wd;
@@ -446,7 +481,7 @@ class Converter {
         throw err('FROM is not allowed here');
       default:
         if (!CONFIG_INSTRUCTIONS.has(ins.keyword)) throw err(`unknown instruction: ${ins.keyword}`);
-        applyConfigInstruction(s, df, ins);
+        applyConfigInstruction(s, df, ins, this.opts.lint);
     }
   }
 
@@ -530,10 +565,21 @@ class Converter {
       args = [...shell, ins.rest];
     }
 
-    for (const f of ins.flags.filter((x) => x.name === 'mount')) {
-      const spec = expand(df, ins, () => parseMount(f.value ?? '', (w) => new ShellLex(df.escapeToken).processWord(w, s.env)));
-      mounts.push(await this.execMount(s, df, ins, spec, states, inputs));
-    }
+    const lex = new ShellLex(df.escapeToken);
+    const unmatched = new Set<string>();
+    const specs = ins.flags
+      .filter((x) => x.name === 'mount')
+      .map((f) =>
+        expand(df, ins, () =>
+          parseMount(f.value ?? '', (w) => {
+            const r = lex.process(w, s.env);
+            for (const u of r.unmatched) unmatched.add(u);
+            return r.result;
+          }),
+        ),
+      );
+    reportUndefined(this.opts.lint, ins, unmatched, s.declaredArgs);
+    for (const spec of specs) mounts.push(await this.execMount(s, df, ins, spec, states, inputs));
 
     let network: NetworkMode = 'default';
     const net = flagValue(ins, 'network');
@@ -639,7 +685,13 @@ class Converter {
     allowFlags(df, ins, isAdd ? ['chown', 'chmod', 'link', 'keep-git-dir', 'checksum', 'unpack', 'exclude'] : ['chown', 'from', 'chmod', 'link', 'exclude', 'parents']);
     const err = (msg: string): ObdkitError => dockerfileError(msg, df.file, ins.line);
     const lx = new ShellLex(df.escapeToken);
-    const word = (w: string): string => expand(df, ins, () => lx.processWord(w, s.env));
+    const unmatched = new Set<string>();
+    const word = (w: string): string =>
+      expand(df, ins, () => {
+        const r = lx.process(w, s.env);
+        for (const u of r.unmatched) unmatched.add(u);
+        return r.result;
+      });
     const list = expand(df, ins, () => parseJsonArray(ins.rest)) ?? splitWhitespace(ins.rest);
     if (list.length < 2) {
       throw err(`${ins.keyword} requires at least two arguments, but only one was provided. Destination could not be determined`);
@@ -679,11 +731,13 @@ class Converter {
     const checksum = isAdd ? flagValue(ins, 'checksum') : undefined;
     const unpackFlag = isAdd ? boolFlag(df, ins, 'unpack') : undefined;
     const from = isAdd ? undefined : flagValue(ins, 'from');
+    const checksumValue = checksum ? word(checksum) : undefined;
+    reportUndefined(this.opts.lint, ins, unmatched, s.declaredArgs);
 
     if (checksum) {
       if (sources.length !== 1) throw err("checksum can't be specified for multiple sources");
       if (!isHttpSource(sources[0]!.path ?? '')) throw err('checksum requires HTTP(S) or Git sources');
-      if (!/^sha(256|384|512):[0-9a-f]+$/.test(word(checksum))) throw err(`invalid checksum digest format: ${checksum}`);
+      if (!/^sha(256|384|512):[0-9a-f]+$/.test(checksumValue!)) throw err(`invalid checksum digest format: ${checksum}`);
     }
 
     const base: Omit<CopyAction, 'from' | 'src'> = {
@@ -725,7 +779,7 @@ class Converter {
           throw err(`invalid URL ${p}`);
         }
         const http = this.addVertex(
-          { kind: 'http', url: p, filename, ...(checksum ? { checksum: word(checksum) } : {}) },
+          { kind: 'http', url: p, filename, ...(checksumValue ? { checksum: checksumValue } : {}) },
           [],
           p,
           ins,

@@ -1,6 +1,7 @@
-// Answers to the frontend subrequests `frontend.targets` and `frontend.outline` as plain data, with the
-// JSON shapes of BuildKit's `frontend/subrequests/{targets,outline}` (what `docker buildx build --call`
-// renders), plus their `result.txt` renderings. Only the Dockerfile is read: no image is resolved.
+// Answers to the frontend subrequests (`requestid`: frontend.targets, frontend.outline, frontend.lint,
+// frontend.subrequests.describe) as plain data, with the JSON shapes of BuildKit's `frontend/subrequests/`
+// (what `docker buildx build --call` renders), plus their `result.txt` renderings. Targets and outline
+// read only the Dockerfile; lint (lint.ts) translates it and may resolve base images.
 import {
   argPairs,
   evalMetaArgs,
@@ -15,6 +16,8 @@ import { hostPlatform, platformArgs } from './platform.js';
 import { ShellLex } from './shell-lex.js';
 import { parseMount } from './run-mount.js';
 import type { Platform } from '../src/solver/ops.js';
+import { ObdkitError } from '../src/util/errors.js';
+import { lint, lintResult, type LintOptions } from './lint.js';
 
 export const SUBREQUEST_VERSION = '1.0.0';
 
@@ -257,4 +260,87 @@ export function outlineResult(o: Outline): SubrequestResult {
   if (o.secrets?.length) txt += table([['SECRET', 'REQUIRED'], ...o.secrets.map((s) => [s.name, s.required ? 'true' : ''])], 3) + '\n';
   if (o.ssh?.length) txt += table([['SSH', 'REQUIRED'], ...o.ssh.map((s) => [s.name, s.required ? 'true' : ''])], 3) + '\n';
   return { metadata: { 'result.json': JSON.stringify(o, null, 2), 'result.txt': txt, version: SUBREQUEST_VERSION } };
+}
+
+interface RequestDescription {
+  name: string;
+  version: string;
+  type: 'rpc';
+  description: string;
+  opts: { name: string; description: string }[] | null;
+  inputs: null;
+  metadata: { name: string; description: string }[];
+  refs: null;
+}
+
+const meta = (...names: string[]): { name: string; description: string }[] => names.map((name) => ({ name, description: '' }));
+
+/** What `frontend.subrequests.describe` lists, in BuildKit's shape. */
+export const SUBREQUESTS: RequestDescription[] = [
+  {
+    name: 'frontend.outline',
+    version: SUBREQUEST_VERSION,
+    type: 'rpc',
+    description: 'List all parameters current build target supports',
+    opts: [{ name: 'target', description: 'Target build stage' }],
+    inputs: null,
+    metadata: meta('result.json', 'result.txt'),
+    refs: null,
+  },
+  {
+    name: 'frontend.targets',
+    version: SUBREQUEST_VERSION,
+    type: 'rpc',
+    description: 'List all targets current build supports',
+    opts: [],
+    inputs: null,
+    metadata: meta('result.json', 'result.txt'),
+    refs: null,
+  },
+  {
+    name: 'frontend.lint',
+    version: SUBREQUEST_VERSION,
+    type: 'rpc',
+    description: 'Lint a Dockerfile',
+    opts: [],
+    inputs: null,
+    metadata: meta('result.json', 'result.txt', 'result.statuscode'),
+    refs: null,
+  },
+  {
+    name: 'frontend.subrequests.describe',
+    version: SUBREQUEST_VERSION,
+    type: 'rpc',
+    description: 'List available subrequest types',
+    opts: null,
+    inputs: null,
+    metadata: meta('result.json', 'result.txt'),
+    refs: null,
+  },
+];
+
+export function describeResult(): SubrequestResult {
+  const txt = table([['NAME', 'VERSION', 'DESCRIPTION'], ...SUBREQUESTS.map((r) => [r.name, r.version, r.description])], 3);
+  return { metadata: { 'result.json': JSON.stringify(SUBREQUESTS, null, 2), 'result.txt': txt, version: SUBREQUEST_VERSION } };
+}
+
+export type SubrequestOptions = OutlineOptions & Omit<LintOptions, 'filename'>;
+
+/**
+ * Answers a `requestid` frontend attribute. Unknown ids fail with BuildKit's `unsupported request <id>`
+ * (clients react to that exact text), so every id clients send is handled here.
+ */
+export async function runSubrequest(id: string, dockerfile: string, opts: SubrequestOptions = {}): Promise<SubrequestResult> {
+  switch (id) {
+    case 'frontend.outline':
+      return outlineResult(outline(dockerfile, opts));
+    case 'frontend.targets':
+      return targetsResult(listTargets(dockerfile, opts.filename));
+    case 'frontend.lint':
+      return lintResult(await lint(dockerfile, opts));
+    case 'frontend.subrequests.describe':
+      return describeResult();
+    default:
+      throw new ObdkitError('EUNSUPPORTEDREQUEST', `unsupported request ${id}`);
+  }
 }

@@ -1,6 +1,9 @@
 // The `obdkit` command line: one program, subcommands registered by the modules that own them.
 import { Command } from 'commander';
+import { registerBuildCommand } from './build.js';
+import { registerImageCommands } from './image.js';
 import { registerLayerCommands } from './layer.js';
+import { registerMountCommands } from './mount.js';
 
 const program = new Command();
 program
@@ -9,6 +12,9 @@ program
   .version('0.1.0')
   .showHelpAfterError();
 
+registerBuildCommand(program);
+registerImageCommands(program);
+registerMountCommands(program);
 registerLayerCommands(program);
 
 await program.parseAsync(process.argv);

@@ -6,12 +6,11 @@
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { log } from '../util/log.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, scopeFor } from './auth.js';
 import { chainProviders, dockerConfigProvider, type CredentialProvider } from './credentials.js';
 import { registryHttpError, registryNetworkError } from './errors.js';
 import { formatReference, isLoopbackHost, type ImageReference } from './reference.js';
 import { backoff, defaultRetryPolicy, isTransientNetworkError, isTransientStatus, type RetryPolicy } from './retry.js';
-import { scopeFor } from './auth.js';
 
 export interface RegistryHostOptions {
   /** Speak plain http (Docker's "insecure registry"). Loopback hosts default to true. */

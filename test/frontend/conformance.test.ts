@@ -1,6 +1,7 @@
 // Conformance with BuildKit's own Dockerfile frontend. The expected files were recorded from BuildKit
 // v0.24.0 (buildkitd + buildctl/buildx `--call`) on the fixture Dockerfiles next to them: the exported
-// image config with its history, the progress names of the steps, and the targets/outline answers.
+// image config with its history, the progress names of the steps, the targets/outline answers and the
+// check (lint) results.
 // Only the timestamps are left out, and the EXPOSE/HEALTHCHECK history lines, which BuildKit prints as Go
 // struct dumps (with pointer addresses), are compared by their first word.
 import { test, describe } from 'node:test';
@@ -9,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { convertDockerfile } from '../../frontend/convert.js';
 import { listTargets, outline } from '../../frontend/subrequests.js';
+import { lint } from '../../frontend/lint.js';
 import type { HistoryEntry } from '../../src/solver/ops.js';
 
 const fixtures = fileURLToPath(new URL('../../../testdata/dockerfiles/', import.meta.url));
@@ -41,4 +43,12 @@ describe('conformance with BuildKit v0.24.0', () => {
     assert.deepEqual(JSON.parse(JSON.stringify(listTargets(df))), expected.targets);
     assert.deepEqual(JSON.parse(JSON.stringify(outline(df))), expected.outline);
   });
+
+  for (const n of [1, 2, 3, 4]) {
+    test(`frontend.lint of lint-${n}.Dockerfile`, async () => {
+      const expected = JSON.parse(read(`lint-${n}.expected.json`)) as object;
+      const r = await lint(read(`lint-${n}.Dockerfile`), { buildPlatform: { os: 'linux', architecture: 'amd64' } });
+      assert.deepEqual(JSON.parse(JSON.stringify(r)), expected);
+    });
+  }
 });

@@ -130,6 +130,7 @@ function timespecFromNs(ns: bigint): Timespec {
   return { sec: Number(s), nsec: Number(nsec) };
 }
 
+const EEXIST = 17;
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** One layer application: the state that must live across entries. */
@@ -137,6 +138,8 @@ class LayerApplier {
   readonly written = new WrittenPaths();
   /** Times each touched directory must end with: its own entry's, or what it had before we changed it. */
   private readonly dirTimes = new Map<string, Times>();
+  /** Entry parent (as cleaned components joined) → resolved symlink-free directory. */
+  private readonly dirCache = new Map<string, string>();
   entries = 0;
   bytes = 0;
   whiteouts = 0;
@@ -171,24 +174,24 @@ class LayerApplier {
       await this.whiteout(base, parentComps, e);
       return;
     }
-    const parentRel = await resolveDir(this.root, parentComps, { create: true, beforeCreate: this.beforeChange, entry: e.name });
-    if (parentRel === null) throw new Error('unreachable: resolveDir with create returned null');
+    const parentRel = await this.parentDir(parentComps, e.name);
     const rel = joinRel(parentRel, base);
     const abs = join(this.root, rel);
     switch (e.type) {
       case 'dir': {
-        const st = await lstatOrNull(abs);
-        if (st === null || !st.isDirectory()) {
-          await this.clear(parentRel, abs, st);
-          await mkdir(abs, { mode: 0o700 });
-        }
+        await this.beforeChange(parentRel);
+        await this.create(abs, () => mkdir(abs, { mode: 0o700 }), (st) => st.isDirectory());
         await this.setAttributes(abs, e, false);
         this.dirTimes.set(rel, times);
         break;
       }
       case 'file': {
-        await this.clear(parentRel, abs, await lstatOrNull(abs));
-        const fh = await open(abs, CREATE_FLAGS, 0o600);
+        await this.beforeChange(parentRel);
+        let fh: FileHandle | undefined;
+        await this.create(abs, async () => {
+          fh = await open(abs, CREATE_FLAGS, 0o600);
+        });
+        if (fh === undefined) throw new Error('unreachable: file not created');
         try {
           this.bytes += await writeSparse(fh, this.reader.body());
         } finally {
@@ -200,18 +203,15 @@ class LayerApplier {
       }
       case 'link': {
         const target = await this.linkTarget(e, ctx);
-        const st = await lstatOrNull(abs);
-        if (st === null || st.ino !== target.st.ino || st.dev !== target.st.dev) {
-          await this.clear(parentRel, abs, st);
-          await link(target.abs, abs);
-        }
+        await this.beforeChange(parentRel);
+        await this.create(abs, () => link(target.abs, abs), (st) => st.ino === target.st.ino && st.dev === target.st.dev);
         await this.setAttributes(abs, e, target.st.isSymbolicLink());
         lutimesNs(abs, times.atime, times.mtime);
         break;
       }
       case 'symlink': {
-        await this.clear(parentRel, abs, await lstatOrNull(abs));
-        await symlink(e.linkname, abs);
+        await this.beforeChange(parentRel);
+        await this.create(abs, () => symlink(e.linkname, abs));
         await this.setAttributes(abs, e, true);
         lutimesNs(abs, times.atime, times.mtime);
         break;
@@ -219,9 +219,9 @@ class LayerApplier {
       case 'char':
       case 'block':
       case 'fifo': {
-        await this.clear(parentRel, abs, await lstatOrNull(abs));
+        await this.beforeChange(parentRel);
         const kind = e.type === 'char' ? S_IFCHR : e.type === 'block' ? S_IFBLK : S_IFIFO;
-        mknod(abs, kind, 0o600, e.devmajor, e.devminor);
+        await this.create(abs, async () => mknod(abs, kind, 0o600, e.devmajor, e.devminor));
         await this.setAttributes(abs, e, false);
         lutimesNs(abs, times.atime, times.mtime);
         break;
@@ -230,12 +230,36 @@ class LayerApplier {
     this.written.add(rel);
   }
 
-  /** Removes whatever occupies `abs` (a whole subtree if it is a directory). */
-  private async clear(parentRel: string, abs: string, st: Stats | null): Promise<void> {
-    await this.beforeChange(parentRel);
-    if (st === null) return;
+  /** The symlink-free parent directory of an entry, created as needed; cached per entry parent. */
+  private async parentDir(comps: string[], entry: string): Promise<string> {
+    const key = comps.join('/');
+    const hit = this.dirCache.get(key);
+    if (hit !== undefined) return hit;
+    const rel = await resolveDir(this.root, comps, { create: true, beforeCreate: this.beforeChange, entry });
+    if (rel === null) throw new Error('unreachable: resolveDir with create returned null');
+    this.dirCache.set(key, rel);
+    return rel;
+  }
+
+  /**
+   * Runs `make` to create `abs`. If something is already there, it is kept when `keep` accepts it
+   * (directory over directory, hard link already in place), else removed — a whole subtree if it
+   * is a directory — and `make` runs again. Trying first saves a stat per entry on fresh trees.
+   */
+  private async create(abs: string, make: () => Promise<unknown>, keep: (st: Stats) => boolean = () => false): Promise<void> {
+    try {
+      await make();
+      return;
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST' && !(err instanceof ObdkitError && err.context.errno === EEXIST)) throw err;
+    }
+    const st = await lstat(abs);
+    if (keep(st)) return;
+    // Removing anything may invalidate resolved parent paths (a directory or symlink goes away).
+    this.dirCache.clear();
     if (st.isDirectory()) await rm(abs, { recursive: true, force: true });
     else await unlink(abs);
+    await make();
   }
 
   /** Owner, then mode (chown clears setuid bits), then xattrs (so a capability is set last). */
@@ -263,6 +287,7 @@ class LayerApplier {
     this.whiteouts++;
     const parentRel = await resolveDir(this.root, parentComps, { create: false, entry: e.name });
     if (parentRel === null) return; // nothing below to hide
+    this.dirCache.clear();
     if (base === OPAQUE_MARKER) {
       await pruneChildren(this.root, parentRel, this.written, this);
       return;

@@ -4,7 +4,7 @@
 // (absolute targets restart at the root, `..` stops at the root), like securejoin. The final
 // component is never followed: entries replace what is there. The result is a path relative to
 // the root that contains no symlink, so every later operation on it stays inside the root.
-import { lstat, mkdir, readlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ObdkitError, errnoCode } from '../../src/util/errors.js';
 
@@ -77,6 +77,8 @@ export async function resolveDir(root: string, comps: readonly string[], opts: R
       if (!opts.create) return null;
       await opts.beforeCreate?.(done.join('/'));
       await mkdir(abs, { mode: 0o755 });
+      // mkdir's mode is filtered by the umask; implicit parents are always 0755, as in the runtime.
+      await chmod(abs, 0o755);
       done.push(comp);
       continue;
     }

@@ -13,6 +13,7 @@ import { assertNoMemoryLimit } from './cgroup-guard.js';
 import type { DeviceSpec } from './device-spec.js';
 import type { FuseWorkerData, FuseWorkerMessage } from './fuse-worker.js';
 import { serveRemoteReads, type RemoteFetcher } from './remote-channel.js';
+import { CTRL_STOP, CTRL_WINDOWS } from './shared-upper.js';
 import { MNT_DETACH, MS_NODEV, MS_NOSUID, mountSyscall, umount2Syscall } from './syscalls.js';
 
 export const FUSE_FSTYPE = 'fuse.obdkit';
@@ -41,6 +42,7 @@ export class FuseExport {
     private readonly workers: Worker[],
     private readonly exited: Promise<void>[],
     private readonly ports: MessagePort[],
+    private readonly writeback: { ctrl: Int32Array; exited: Promise<void> } | null,
   ) {}
 
   static async start(opts: FuseExportOptions): Promise<FuseExport> {
@@ -107,7 +109,14 @@ export class FuseExport {
       ]).finally(() => clearTimeout(timer));
       const dev = statSync(opts.mountDir).dev;
       const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-      return new FuseExport(opts.mountDir, join(opts.mountDir, opts.device.fileName), minor, fd, workers, exited, ports);
+      const upper = opts.device.upper;
+      let writeback: { ctrl: Int32Array; exited: Promise<void> } | null = null;
+      if (upper) {
+        const w = new Worker(new URL('./writeback-worker.js', import.meta.url), { workerData: { state: upper } });
+        w.on('error', (err) => log.warn({ err: err.message }, 'writeback thread failed'));
+        writeback = { ctrl: new Int32Array(upper.ctrl), exited: new Promise((res) => w.once('exit', () => res())) };
+      }
+      return new FuseExport(opts.mountDir, join(opts.mountDir, opts.device.fileName), minor, fd, workers, exited, ports, writeback);
     } catch (err) {
       if (mounted) umount2Syscall(opts.mountDir, MNT_DETACH);
       await Promise.race([Promise.all(exited), delay(2000)]);
@@ -133,6 +142,11 @@ export class FuseExport {
     }
     for (const p of this.ports) p.close();
     closeSync(this.fuseFd);
+    if (this.writeback) {
+      Atomics.store(this.writeback.ctrl, CTRL_STOP, 1);
+      Atomics.notify(this.writeback.ctrl, CTRL_WINDOWS);
+      await this.writeback.exited;
+    }
   }
 }
 

@@ -8,7 +8,6 @@
 // rw-pair.ts owns the file format and recovery; merged-backend.ts reads through this table.
 import { closeSync, constants as fsc, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { ObdkitError } from '../../src/util/errors.js';
-import { startWriteback } from './syscalls.js';
 import { encodeRecord, MAX_RECORD_LENGTH, RECORD_SIZE, SECTOR, type PairPaths, type UpperRecord } from './rw-pair.js';
 
 export const UNMAPPED = 0;
@@ -20,7 +19,10 @@ const ZEROED_MOFFSET = 8;
 export interface SharedUpperState {
   paths: PairPaths;
   virtualSize: number;
-  /** Int32[0] = lock, Int32[1] = pending records, BigInt64[1] = data tail in sectors. */
+  /**
+   * Int32[0] = lock, Int32[1] = pending records, BigInt64[1] = data tail in sectors,
+   * Int32[4] = data windows completed (writeback may start below it), Int32[5] = stop writeback.
+   */
   ctrl: SharedArrayBuffer;
   table: SharedArrayBuffer;
   /** Pending index records, RECORD_SIZE bytes each. */
@@ -32,12 +34,15 @@ const PENDING_RECORDS = 4096;
 /**
  * Data is handed to the disk in windows of this many sectors (16 MiB) as soon as a window is full,
  * so an fsync after a large unpack finds most of it already written instead of starting from zero.
+ * A separate thread (writeback-worker.ts) starts the writeback, so no request waits on the disk.
  */
-const WRITEBACK_WINDOW = 32768;
+export const WRITEBACK_WINDOW = 32768;
+export const CTRL_WINDOWS = 4;
+export const CTRL_STOP = 5;
 
 export function createSharedState(paths: PairPaths, virtualSize: number, dataTail: number, records: UpperRecord[]): SharedUpperState {
   const sectors = Math.ceil(virtualSize / SECTOR);
-  const ctrl = new SharedArrayBuffer(16);
+  const ctrl = new SharedArrayBuffer(32);
   new BigInt64Array(ctrl)[1] = BigInt(dataTail);
   const table = new SharedArrayBuffer(sectors * 4);
   const t = new Uint32Array(table);
@@ -53,6 +58,7 @@ export function createSharedState(paths: PairPaths, virtualSize: number, dataTai
 export class SharedUpper {
   readonly table: Uint32Array;
   private readonly lock: Int32Array;
+  private readonly ctrl32: Int32Array;
   private readonly pendingCount: Int32Array;
   private readonly pending: Buffer;
   private readonly tail: BigInt64Array;
@@ -63,6 +69,7 @@ export class SharedUpper {
   constructor(readonly state: SharedUpperState) {
     this.table = new Uint32Array(state.table);
     this.lock = new Int32Array(state.ctrl, 0, 1);
+    this.ctrl32 = new Int32Array(state.ctrl);
     this.pendingCount = new Int32Array(state.ctrl, 4, 1);
     this.pending = Buffer.from(state.pending);
     this.tail = new BigInt64Array(state.ctrl, 8, 1);
@@ -99,10 +106,7 @@ export class SharedUpper {
     }
     this.commit(sector, count, pos, false);
     const window = Math.floor((pos + count) / WRITEBACK_WINDOW);
-    if (window > Math.floor(pos / WRITEBACK_WINDOW)) {
-      // This write crossed into a new window: start writeback of the previous one.
-      startWriteback(this.dataFd, (window - 1) * WRITEBACK_WINDOW * SECTOR, WRITEBACK_WINDOW * SECTOR);
-    }
+    if (window > Math.floor(pos / WRITEBACK_WINDOW)) this.windowsFilled(window);
   }
 
   /** Marks sectors as discarded: zeroed records, no data. */
@@ -135,6 +139,15 @@ export class SharedUpper {
       closeSync(this.dataFd);
       closeSync(this.indexFd);
     }
+  }
+
+  /** Raises the completed-window mark to `window` and wakes the writeback thread. */
+  private windowsFilled(window: number): void {
+    for (;;) {
+      const cur = Atomics.load(this.ctrl32, CTRL_WINDOWS);
+      if (cur >= window || Atomics.compareExchange(this.ctrl32, CTRL_WINDOWS, cur, window) === cur) break;
+    }
+    Atomics.notify(this.ctrl32, CTRL_WINDOWS);
   }
 
   /** Caller holds the lock. */

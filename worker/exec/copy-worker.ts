@@ -20,7 +20,10 @@ export function copyFilesInWorker(opts: CopyOptions): Promise<void> {
       if (r.ok) resolve();
       else reject(new ObdkitError(r.code ?? 'ECOPY', r.message ?? 'copy failed', { dest: opts.dest }));
     });
-    w.once('error', (e) => reject(e));
+    w.once('error', (e) => {
+      replied = true;
+      reject(new ObdkitError('ECOPY', `copy worker failed: ${e.message}`, { dest: opts.dest }, { cause: e }));
+    });
     w.once('exit', (code) => {
       if (!replied) reject(new ObdkitError('ECOPY', `copy worker exited with code ${code}`, { dest: opts.dest }));
     });

@@ -1,0 +1,262 @@
+// The solver's Executor: what each op of the build graph (src/solver/ops.ts) means here.
+//   image   → the overlaybd layer chain of a registry image (image-source.ts)
+//   scratch → an empty chain; the first step that writes makes the filesystem (mkfs on an empty
+//             device), so that step's layer holds the fresh ext4 plus the step's files
+//   local   → a named build context, resolved through the ContextProvider when read
+//   http    → the downloaded file in a small tree under the store root
+//   exec    → runc over a writable device on the parent chain, sealed into the next layer
+//   file    → COPY/ADD/mkdir/mkfile into that same kind of writable device (or, with no base, into
+//             a small tree under the store root: inline documents)
+// Steps that leave nothing visible add no layer; metadata-only instructions never reach here.
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import type { ExecContext, Executor } from '../../src/solver/solver.js';
+import type { ChownOpt, CopyAction, ExecOp, FileAction, FileOp, Vertex, VertexId } from '../../src/solver/ops.js';
+import type { RegistryClient } from '../../src/registry/client.js';
+import type { ContentStore } from '../../src/store/content-store.js';
+import { ObdkitError } from '../../src/util/errors.js';
+import type { BlockSnapshotter } from '../device/snapshotter.js';
+import type { SealOutcome } from '../commit/seal.js';
+import { runStep, type RunMount } from '../exec/run-step.js';
+import { copyFilesInWorker } from '../exec/copy-worker.js';
+import { addFiles } from '../exec/add-files.js';
+import { mkdirInRoot, mkfileInRoot } from '../exec/file-actions.js';
+import { download } from '../exec/remote.js';
+import { expandSource } from './glob.js';
+import { imageLayers } from './image-source.js';
+import type { ContextProvider, SecretProvider } from './providers.js';
+import { isLayersResult, type BuildResult, type DirResult, type LayersResult } from './result.js';
+import { ViewSet, runOnWritableDevice } from './step-device.js';
+
+export interface ExecutorDeps {
+  store: ContentStore;
+  snapshotter: BlockSnapshotter;
+  registry: RegistryClient;
+  contexts: ContextProvider;
+  secrets?: SecretProvider;
+  /** runc binary (default `runc` on PATH). */
+  runc?: string;
+  /** Told about every layer a step seals (or did not need to). */
+  onLayer?: (vertex: Vertex, outcome: SealOutcome) => void;
+}
+
+export class BuildExecutor implements Executor<BuildResult> {
+  constructor(private readonly deps: ExecutorDeps) {}
+
+  async exec(vertex: Vertex, inputs: BuildResult[], ctx: ExecContext): Promise<BuildResult> {
+    const op = vertex.op;
+    const input = (id: VertexId | undefined): BuildResult => {
+      const i = id === undefined ? -1 : vertex.inputs.indexOf(id);
+      const r = inputs[i];
+      if (r === undefined) throw new ObdkitError('EGRAPH', `op refers to ${id ?? 'nothing'}, which is not among its inputs`, { step: vertex.name });
+      return r;
+    };
+    switch (op.kind) {
+      case 'scratch':
+        return { kind: 'layers', layers: [], steps: [] };
+      case 'local':
+        return { kind: 'local', name: op.name, excludes: op.excludes };
+      case 'image': {
+        const layers = await imageLayers(op.ref, op.platform, {
+          store: this.deps.store,
+          snapshotter: this.deps.snapshotter,
+          registry: this.deps.registry,
+          log: (line) => ctx.log(line + '\n', 2),
+          signal: ctx.signal,
+        });
+        return { kind: 'layers', layers, steps: [] };
+      }
+      case 'http':
+        return this.http(op.url, op.filename ?? 'download', op.checksum, ctx);
+      case 'exec':
+        return this.execOp(vertex, op, input, ctx);
+      case 'file':
+        return this.fileOp(vertex, op, input, ctx);
+    }
+  }
+
+  private treeDir(key: string): string {
+    return join(this.deps.store.root, 'trees', key.replace(/^sha256:/, ''));
+  }
+
+  /** Makes a tree under the store root once per cache key: built aside, renamed into place. */
+  private async makeTree(key: string, fill: (dir: string) => Promise<void>): Promise<DirResult> {
+    const dest = this.treeDir(key);
+    if (existsSync(dest)) return { kind: 'dir', path: dest };
+    await mkdir(join(this.deps.store.root, 'trees'), { recursive: true });
+    const tmp = await mkdtemp(`${dest}.tmp-`);
+    try {
+      await fill(tmp);
+      if (existsSync(dest)) await rm(tmp, { recursive: true, force: true });
+      else await rename(tmp, dest);
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    return { kind: 'dir', path: dest };
+  }
+
+  private http(url: string, filename: string, checksum: string | undefined, ctx: ExecContext): Promise<DirResult> {
+    return this.makeTree(ctx.key, async (dir) => {
+      await download(url, join(dir, filename), { ...(checksum ? { checksum } : {}), signal: ctx.signal });
+    });
+  }
+
+  private async execOp(vertex: Vertex, op: ExecOp, input: (id: VertexId | undefined) => BuildResult, ctx: ExecContext): Promise<LayersResult> {
+    const parent = input(op.rootfs);
+    if (!isLayersResult(parent)) throw new ObdkitError('EGRAPH', 'RUN needs a filesystem as its root', { step: vertex.name });
+    const views = new ViewSet(this.deps);
+    try {
+      const mounts: RunMount[] = [];
+      for (const m of op.mounts) {
+        switch (m.type) {
+          case 'bind': {
+            const dir = await this.sourceDir(input(m.from), views);
+            mounts.push({ type: 'bind', target: m.target, source: dir, ...(m.source && m.source !== '/' ? { subpath: m.source } : {}), readonly: m.readonly });
+            break;
+          }
+          case 'cache':
+            mounts.push({
+              type: 'cache',
+              target: m.target,
+              id: m.id ?? m.target,
+              readonly: m.readonly,
+              ...(m.sharing ? { sharing: m.sharing } : {}),
+              ...(m.uid !== undefined ? { uid: m.uid } : {}),
+              ...(m.gid !== undefined ? { gid: m.gid } : {}),
+              ...(m.mode !== undefined ? { mode: m.mode } : {}),
+            });
+            break;
+          case 'tmpfs':
+            mounts.push({ type: 'tmpfs', target: m.target, ...(m.size !== undefined ? { sizeBytes: m.size } : {}) });
+            break;
+          case 'secret': {
+            const id = m.id ?? '';
+            const data = await this.deps.secrets?.get(id);
+            if (data === undefined) {
+              if (m.required) throw new ObdkitError('ESECRET', `secret ${id} not found`, { step: vertex.name });
+              break;
+            }
+            mounts.push({
+              type: 'secret',
+              id,
+              data,
+              ...(m.target ? { target: m.target } : {}),
+              ...(m.env ? { env: m.env } : {}),
+              ...(m.uid !== undefined ? { uid: m.uid } : {}),
+              ...(m.gid !== undefined ? { gid: m.gid } : {}),
+              ...(m.mode !== undefined ? { mode: m.mode } : {}),
+            });
+            break;
+          }
+          case 'ssh':
+            throw new ObdkitError('ENOTSUP', 'SSH agent mounts are not supported', { step: vertex.name });
+        }
+      }
+      const { result, outcome } = await runOnWritableDevice(this.deps, parent, ctx.key, vertex.name, async (rootfs) => {
+        await runStep({
+          rootfs,
+          stateRoot: join(this.deps.store.workDir, 'exec'),
+          args: op.args,
+          env: [...op.env, ...(op.proxyEnv ?? [])],
+          cwd: op.cwd,
+          user: op.user,
+          network: op.network,
+          mounts,
+          ...(op.hostname ? { hostname: op.hostname } : {}),
+          ...(op.extraHosts ? { extraHosts: op.extraHosts } : {}),
+          ...(this.deps.runc ? { runc: this.deps.runc } : {}),
+          onOutput: (stream, line) => ctx.log(line + '\n', stream === 'stdout' ? 1 : 2),
+          signal: ctx.signal,
+        });
+      });
+      this.deps.onLayer?.(vertex, outcome);
+      return result;
+    } finally {
+      await views.close();
+    }
+  }
+
+  private async fileOp(vertex: Vertex, op: FileOp, input: (id: VertexId | undefined) => BuildResult, ctx: ExecContext): Promise<BuildResult> {
+    const views = new ViewSet(this.deps);
+    try {
+      if (op.base === undefined) {
+        return await this.makeTree(ctx.key, (dir) => this.applyActions(dir, op.actions, input, views));
+      }
+      const parent = input(op.base);
+      if (!isLayersResult(parent)) throw new ObdkitError('EGRAPH', 'file actions need a filesystem as their base', { step: vertex.name });
+      const { result, outcome } = await runOnWritableDevice(this.deps, parent, ctx.key, vertex.name, (rootfs) =>
+        this.applyActions(rootfs, op.actions, input, views),
+      );
+      this.deps.onLayer?.(vertex, outcome);
+      return result;
+    } finally {
+      await views.close();
+    }
+  }
+
+  private async applyActions(root: string, actions: FileAction[], input: (id: VertexId | undefined) => BuildResult, views: ViewSet): Promise<void> {
+    for (const a of actions) {
+      switch (a.action) {
+        case 'mkdir':
+          mkdirInRoot({ root, path: a.path, mode: a.mode, parents: a.parents, ...chownOpt(a.chown) });
+          break;
+        case 'mkfile':
+          mkfileInRoot({ root, path: a.path, mode: a.mode, data: a.data, ...chownOpt(a.chown) });
+          break;
+        case 'copy':
+          await this.copy(root, a, input(a.from), views);
+          break;
+      }
+    }
+  }
+
+  private async copy(root: string, a: CopyAction, from: BuildResult, views: ViewSet): Promise<void> {
+    const srcRoot = await this.sourceDir(from, views);
+    const sources: string[] = [];
+    for (const s of a.src) {
+      const found = a.allowWildcard ? expandSource(srcRoot, s) : [posix.normalize('/' + s)];
+      if (found.length === 0 && !a.allowEmptyWildcard) {
+        throw new ObdkitError('ENOENT', `no source files were specified for ${s}`, { file: s });
+      }
+      sources.push(...found);
+    }
+    if (sources.length === 0) return;
+    const common = {
+      srcRoot,
+      sources,
+      destRoot: root,
+      dest: a.dest,
+      ...chownOpt(a.chown),
+      ...(a.chmod !== undefined ? { chmod: a.chmod } : {}),
+      // A stage's or image's files keep their owners; context and downloaded files become 0:0.
+      preserveOwnership: from.kind === 'layers',
+      dirContents: a.dirContents,
+      followSymlinks: a.followSymlinks,
+    };
+    if (a.unpack) {
+      await mkdir(join(this.deps.store.workDir, 'add'), { recursive: true });
+      await addFiles({ ...common, tmpDir: join(this.deps.store.workDir, 'add') });
+    } else {
+      await copyFilesInWorker(common);
+    }
+  }
+
+  /** A host directory showing a vertex's tree. */
+  private async sourceDir(r: BuildResult, views: ViewSet): Promise<string> {
+    switch (r.kind) {
+      case 'local':
+        return this.deps.contexts.dir(r.name, r.excludes);
+      case 'dir':
+        return r.path;
+      case 'layers':
+        return views.mount(r);
+    }
+  }
+}
+
+function chownOpt(c: ChownOpt | undefined): { chown?: string } {
+  if (!c) return {};
+  return { chown: c.group !== undefined ? `${c.user}:${c.group}` : c.user };
+}
