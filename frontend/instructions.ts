@@ -62,7 +62,12 @@ const KNOWN = new Set([
 
 export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDockerfile {
   const text = source.replace(/^\uFEFF/, '');
-  const df = DockerfileParser.parse(text);
+  const lines = text.split('\n').map((l) => l.replace(/\r$/, ''));
+  // Parser directives can only sit in the leading comment block, so only that block is handed to
+  // dockerfile-ast (parsing the whole file there would cost more than the translation itself).
+  let head = 0;
+  while (head < lines.length && (lines[head]!.trim() === '' || lines[head]!.trimStart().startsWith('#'))) head++;
+  const df = DockerfileParser.parse(lines.slice(0, head).join('\n') + '\n');
   const escapeToken = df.getEscapeCharacter();
   if (escapeToken !== '\\' && escapeToken !== '`') {
     throw dockerfileError(`invalid escape token '${escapeToken}' does not match ` + '[\\\\`]', file, 1);
@@ -71,7 +76,6 @@ export function parseDockerfile(source: string, file = 'Dockerfile'): ParsedDock
   for (const d of df.getDirectives()) {
     if (d.getName().toLowerCase() === 'syntax') syntax = d.getValue() ?? undefined;
   }
-  const lines = text.split('\n').map((l) => l.replace(/\r$/, ''));
   const directiveLines = new Set(df.getDirectives().map((d) => d.getRange().start.line));
   const contRe = new RegExp('\\' + escapeToken + '[ \\t]*$');
 

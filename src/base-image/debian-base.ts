@@ -5,6 +5,7 @@
 // interrupted run never leaves a half-written entry that a later call would trust (only a
 // `.work-*` directory, removed when the run ends normally or with an error).
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ObdkitError, errnoCode } from '../util/errors.js';
@@ -12,7 +13,26 @@ import { log } from '../util/log.js';
 import { debianArch, removeTree, runDebootstrap, trimRootfs } from './debootstrap.js';
 import { packRootfs } from './pack-rootfs.js';
 
-export const DEFAULT_MIRROR = 'http://deb.debian.org/debian';
+/**
+ * The Debian mirror this machine's apt already uses (deb822 `URIs:` or one-line `deb URL suite …`), so
+ * the base image comes from the same place as the host's packages. Empty when none is configured:
+ * debootstrap then uses its own default mirror.
+ */
+export function systemMirror(files = ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list']): string {
+  for (const f of files) {
+    let text: string;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    const deb822 = /^URIs:\s*(\S+)/m.exec(text);
+    if (deb822) return deb822[1]!;
+    const oneLine = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+/m.exec(text);
+    if (oneLine) return oneLine[1]!;
+  }
+  return '';
+}
 /** 2024-01-01T00:00:00Z: the newest mtime any file of the base image may carry. */
 export const DEFAULT_SOURCE_DATE_EPOCH = 1_704_067_200;
 /** Bump when the recipe (trim list, tar options) changes, so old cache entries are not reused. */
@@ -116,7 +136,10 @@ async function build(o: Required<Omit<DebianBaseOptions, 'cacheDir'>> & { cacheD
       if (other) return other;
       throw err;
     }
-    log.info({ suite: o.suite, seconds: Math.round((Date.now() - t0) / 1000), size: packed.size, rootfsBytes: bytes }, 'base image made');
+    log.info(
+      { suite: o.suite, seconds: Math.round((Date.now() - t0) / 1000), digest: packed.digest, size: packed.size, rootfsBytes: bytes },
+      'base image made',
+    );
     return { ...meta, tarPath: join(finalDir, LAYER_FILE), built: true };
   } finally {
     await removeTree(work);
@@ -127,7 +150,7 @@ async function build(o: Required<Omit<DebianBaseOptions, 'cacheDir'>> & { cacheD
 export async function makeDebianBase(opts: DebianBaseOptions): Promise<DebianBase> {
   const o = {
     suite: opts.suite ?? 'bookworm',
-    mirror: (opts.mirror ?? DEFAULT_MIRROR).replace(/\/+$/, ''),
+    mirror: (opts.mirror ?? systemMirror()).replace(/\/+$/, ''),
     variant: opts.variant ?? 'minbase',
     arch: opts.arch ?? debianArch(),
     sourceDateEpoch: opts.sourceDateEpoch ?? DEFAULT_SOURCE_DATE_EPOCH,

@@ -62,7 +62,7 @@ export async function removeTree(dir: string): Promise<void> {
 }
 
 export async function runDebootstrap(o: DebootstrapOptions): Promise<void> {
-  const args = [`--variant=${o.variant}`, `--arch=${o.arch}`, o.suite, o.target, o.mirror];
+  const args = [`--variant=${o.variant}`, `--arch=${o.arch}`, o.suite, o.target, ...(o.mirror ? [o.mirror] : [])];
   log.info({ args }, 'running debootstrap');
   const r = await execa('debootstrap', args, {
     reject: false,
@@ -81,7 +81,7 @@ export async function runDebootstrap(o: DebootstrapOptions): Promise<void> {
       }
       throw new ObdkitError(
         'EBASE_DEBOOTSTRAP',
-        `debootstrap ${o.suite} from ${o.mirror} failed (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}):\n${detail}`,
+        `debootstrap ${o.suite} from ${o.mirror || 'its default mirror'} failed (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}):\n${detail}`,
         { file: o.target },
       );
     }

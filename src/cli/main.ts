@@ -1,5 +1,6 @@
 // The `obdkit` command line: one program, subcommands registered by the modules that own them.
 import { Command } from 'commander';
+import { registerBaseImageCommand } from './base-image.js';
 import { registerBuildCommand } from './build.js';
 import { registerImageCommands } from './image.js';
 import { registerLayerCommands } from './layer.js';
@@ -16,5 +17,6 @@ registerBuildCommand(program);
 registerImageCommands(program);
 registerMountCommands(program);
 registerLayerCommands(program);
+registerBaseImageCommand(program);
 
 await program.parseAsync(process.argv);

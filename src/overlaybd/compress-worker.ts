@@ -1,6 +1,10 @@
 // Worker-thread side of compress-pool.ts: receives a batch of uncompressed bytes (a whole number of
 // ZFile blocks, the last possibly short), compresses each block with codec.ts, appends its raw CRC32C
 // (seed 100007) and sends back the packed blocks plus their stored lengths. Buffers move by transfer.
+//
+// A full block of zeros (common in disk layers: preallocated files, sparse tails) always compresses
+// to the same bytes, so the first one is compressed for real and its image (block + CRC) is copied
+// for every later one: same output, no codec or CRC call.
 import { parentPort } from 'node:worker_threads';
 import { BlockCompressor, compressBound, type ZFileAlgorithm } from './codec.js';
 import { ZFILE_BLOCK_CRC_SEED, crc32cRaw } from './crc32c.js';
@@ -26,22 +30,57 @@ export interface WorkerReady {
   ready: true;
 }
 
-const compressors = new Map<ZFileAlgorithm, BlockCompressor>();
+interface Codec {
+  compressor: BlockCompressor;
+  /** Per block size: a block of zeros, and its compressed form followed by its CRC. */
+  zeroImages: Map<number, { zeros: Buffer; image: Buffer }>;
+}
+
+const codecs = new Map<ZFileAlgorithm, Codec>();
+
+function codecFor(algorithm: ZFileAlgorithm): Codec {
+  let c = codecs.get(algorithm);
+  if (!c) codecs.set(algorithm, (c = { compressor: new BlockCompressor(algorithm), zeroImages: new Map() }));
+  return c;
+}
+
+function zeroImage(codec: Codec, blockSize: number): { zeros: Buffer; image: Buffer } {
+  let z = codec.zeroImages.get(blockSize);
+  if (!z) {
+    const zeros = Buffer.alloc(blockSize);
+    const out = Buffer.alloc(compressBound(codec.compressor.algorithm, blockSize) + 4);
+    const n = codec.compressor.compress(zeros, out);
+    out.writeUInt32LE(crc32cRaw(out.subarray(0, n), ZFILE_BLOCK_CRC_SEED), n);
+    z = { zeros, image: Buffer.from(out.subarray(0, n + 4)) };
+    codec.zeroImages.set(blockSize, z);
+  }
+  return z;
+}
 
 function compressBatch(req: CompressRequest): CompressReply {
-  let c = compressors.get(req.algorithm);
-  if (!c) compressors.set(req.algorithm, (c = new BlockCompressor(req.algorithm)));
-  const input = new Uint8Array(req.input, 0, req.length);
-  const blocks = Math.ceil(req.length / req.blockSize);
-  const slot = compressBound(req.algorithm, req.blockSize) + 4;
+  const codec = codecFor(req.algorithm);
+  const c = codec.compressor;
+  const bs = req.blockSize;
+  const len = req.length;
+  const input = new Uint8Array(req.input, 0, len);
+  const { zeros, image: zero } = zeroImage(codec, bs);
+  const blocks = Math.ceil(len / bs);
+  const slot = compressBound(req.algorithm, bs) + 4;
   const need = blocks * slot;
   const output = req.output && req.output.byteLength >= need ? req.output : new ArrayBuffer(need);
   const out = Buffer.from(output);
   const lengths = new Uint32Array(blocks);
   let used = 0;
-  for (let b = 0; b < blocks; b++) {
-    const src = input.subarray(b * req.blockSize, Math.min(req.length, (b + 1) * req.blockSize));
-    const n = c.compress(src, out.subarray(used, used + slot - 4));
+  for (let b = 0, start = 0; b < blocks; b++, start += bs) {
+    const end = Math.min(len, start + bs);
+    // The first byte rules out nearly every data block before the (native) comparison.
+    if (input[start] === 0 && end - start === bs && zeros.compare(input, start, end) === 0) {
+      out.set(zero, used);
+      lengths[b] = zero.length;
+      used += zero.length;
+      continue;
+    }
+    const n = c.compress(input.subarray(start, end), out.subarray(used, used + slot - 4));
     out.writeUInt32LE(crc32cRaw(out.subarray(used, used + n), ZFILE_BLOCK_CRC_SEED), used + n);
     lengths[b] = n + 4;
     used += n + 4;

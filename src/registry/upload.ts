@@ -40,7 +40,12 @@ export interface UploadOptions {
   mountFrom?: readonly string[];
   /** Blobs up to this size go in one PUT (default 32 MiB). */
   monolithicLimit?: number;
-  /** Size of each PATCH for larger blobs (default 64 MiB). */
+  /**
+   * Size of each PATCH for larger blobs (default 1 GiB). Few large PATCHes are faster: the
+   * distribution registry syncs its upload file at the end of every PATCH (measured: 512 MiB in
+   * 64 MiB PATCHes took 15-30 % longer than in one), and resuming does not depend on chunk
+   * boundaries because the registry reports how many bytes it holds.
+   */
   chunkSize?: number;
   /** Upload attempts before giving up, counting restarts and resumes (default from the client policy + 3). */
   maxFailures?: number;
@@ -108,7 +113,7 @@ export async function uploadBlob(
   }
 
   const monolithicLimit = opts.monolithicLimit ?? 32 << 20;
-  const chunkSize = Math.max(1 << 20, opts.chunkSize ?? 64 << 20);
+  const chunkSize = Math.max(1 << 20, opts.chunkSize ?? 1 << 30);
   const maxFailures = opts.maxFailures ?? client.retryPolicy.attempts + 3;
   let failures = 0;
   let location: string | undefined;

@@ -33,9 +33,10 @@ export interface ScratchOp {
 }
 
 /**
- * A directory sent by the client (build context, named local contexts). Reading it costs nothing until
- * a copy or bind mount selects paths from it; those selections are hashed through the solver's
- * ContentHasher, so the vertex itself stands for "this local dir, with these excludes".
+ * A directory sent by the client (build context, named local contexts). Copies and bind mounts that select
+ * paths from it are keyed by the content of those paths (the solver's ContentHasher), so the vertex itself
+ * stands for "this local dir, with these excludes". The solver never answers it from the cache index: it
+ * is transferred again whenever a step that reads it has to run.
  */
 export interface LocalSourceOp {
   kind: 'local';

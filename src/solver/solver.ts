@@ -145,7 +145,10 @@ export class Solver<R = unknown> {
     emit: (v: Vertex, e: { type: 'started' | 'cached' | 'completed' } | { type: 'error'; error: string }) => void,
     solveVertex: (id: VertexId) => Promise<{ result: R; cached: boolean }>,
   ): Promise<{ result: R; cached: boolean }> {
-    if (!opts.noCache && !v.ignoreCache) {
+    // A local source stands for files on the client right now: it is transferred again whenever a step
+    // needs it, never answered from the index (steps reading it are keyed by its content instead).
+    const volatile = v.op.kind === 'local';
+    if (!opts.noCache && !v.ignoreCache && !volatile) {
       const hit = await this.index.get(key);
       if (hit) {
         emit(v, { type: 'cached' });
@@ -174,7 +177,7 @@ export class Solver<R = unknown> {
     } finally {
       release();
     }
-    await this.index.put({ key, name: v.name, createdAt: new Date().toISOString(), result });
+    if (!volatile) await this.index.put({ key, name: v.name, createdAt: new Date().toISOString(), result });
     emit(v, { type: 'completed' });
     return { result, cached: false };
   }

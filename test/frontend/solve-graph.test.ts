@@ -66,6 +66,7 @@ describe('frontend graph through the solver', () => {
       calls.length = 0;
       await solve();
       assert.deepEqual(calls, [
+        '[internal] load build context',
         '[build 2/3] COPY main.c /src/',
         '[build 3/3] RUN cc -o /out/app /src/main.c',
         '[stage-2 1/2] COPY --from=build /out/app /app',

@@ -3,7 +3,7 @@
 // loop device is mounted. Every device has a state record under the run dir so a crash can be
 // cleaned up by the next start (worker/mount/teardown.ts).
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObdkitError } from '../../src/util/errors.js';
 import { log } from '../../src/util/log.js';
@@ -16,7 +16,7 @@ import type { LowerSpec } from './lower-source.js';
 import { lowerStackVirtualSize } from './lower-stack.js';
 import type { RemoteFetcher } from './remote-channel.js';
 import { createPair, recoverPair, type PairPaths } from './rw-pair.js';
-import { createSharedState } from './shared-upper.js';
+import { closeSharedFds, createSharedState, openSharedFds, type SharedUpperState } from './shared-upper.js';
 import {
   DEFAULT_VIRTUAL_SIZE,
   pairPaths,
@@ -38,6 +38,8 @@ interface LiveDevice {
   handle: DeviceHandle;
   state: DeviceState;
   exp: FuseExport;
+  upper: SharedUpperState | null;
+  lowerFds: number[];
 }
 
 export class FuseLoopSnapshotter implements BlockSnapshotter {
@@ -99,7 +101,7 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
 
   private async start(a: {
     size: number;
-    upper: ReturnType<typeof createSharedState> | null;
+    upper: SharedUpperState | null;
     lowers: LowerSpec[];
     writableDir?: string;
     mkfs: boolean;
@@ -123,10 +125,19 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     if (a.writableDir) state.writableDir = a.writableDir;
     writeState(this.runDir, state);
     let exp: FuseExport | undefined;
+    if (a.upper) openSharedFds(a.upper);
+    // Lower files too are opened once for all worker threads (one readahead state per file).
+    const lowerFds: number[] = [];
+    const lowers = a.lowers.map((l) => {
+      if (l.kind !== 'file') return l;
+      const fd = openSync(l.path, 'r');
+      lowerFds.push(fd);
+      return { ...l, fd };
+    });
     try {
       exp = await FuseExport.start({
         mountDir: fuseDir,
-        device: { size: a.size, fileName: 'disk', upper: a.upper, lowers: a.lowers },
+        device: { size: a.size, fileName: 'disk', upper: a.upper, lowers },
         ...(this.opts.workers !== undefined ? { workers: this.opts.workers } : {}),
         ...(this.opts.remote ? { remote: this.opts.remote } : {}),
       });
@@ -142,12 +153,14 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
       writeState(this.runDir, state);
       const handle: DeviceHandle = { id, device: loop, mountpoint, writable: a.upper !== null };
       if (a.paths) handle.upper = a.paths;
-      this.live.set(id, { handle, state, exp });
+      this.live.set(id, { handle, state, exp, upper: a.upper, lowerFds });
       return handle;
     } catch (err) {
       const e = exp;
       const target = { fuseDir, ...(mountpoint ? { mountpoint } : {}), ...(state.loop ? { loop: state.loop } : {}), ...(e ? { stopServer: () => e.stop() } : {}) };
       await teardown(target).catch(() => undefined);
+      if (a.upper) closeSharedFds(a.upper);
+      for (const fd of lowerFds) closeSync(fd);
       removeState(this.runDir, id);
       throw err;
     }
@@ -158,6 +171,8 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     if (!d) throw new ObdkitError('ENOENT', `no live device ${id}`);
     const target = { fuseDir: d.state.fuseDir, ...(d.handle.mountpoint ? { mountpoint: d.handle.mountpoint } : {}), stopServer: () => d.exp.stop() };
     await teardown(d.state.loop ? { ...target, loop: d.state.loop } : target);
+    if (d.upper) closeSharedFds(d.upper);
+    for (const fd of d.lowerFds) closeSync(fd);
     this.live.delete(id);
     removeState(this.runDir, id);
   }

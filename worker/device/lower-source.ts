@@ -8,7 +8,8 @@ import { FileRandomAccess, type RandomAccess } from '../../src/overlaybd/io.js';
 import { ObdkitError } from '../../src/util/errors.js';
 
 export type LowerSpec =
-  | { kind: 'file'; path: string }
+  /** `fd`: a descriptor the device opened once for all its threads (shared readahead); not closed by readers. */
+  | { kind: 'file'; path: string; fd?: number }
   /** Reserved for registry blobs: identified by digest, cached under `dir`. */
   | { kind: 'remote'; digest: string; size: number; dir: string; repoBlobUrl: string };
 
@@ -19,11 +20,18 @@ export interface LowerSource {
 export const localLowerSource: LowerSource = {
   open(spec) {
     if (spec.kind !== 'file') {
-      throw new ObdkitError('ENOTSUP', 'remote lower layers are not served by the device yet', { ref: spec.digest });
+      throw new ObdkitError('ENOTSUP', 'remote lower layers need a fetcher (remote-channel.ts)', { ref: spec.digest });
     }
-    return new FileRandomAccess(spec.path);
+    return openLocalLower(spec);
   },
 };
+
+/** A local layer file; with a shared descriptor the result has no close(), its owner closes it. */
+export function openLocalLower(spec: Extract<LowerSpec, { kind: 'file' }>): RandomAccess & { close?(): void } {
+  if (spec.fd === undefined) return new FileRandomAccess(spec.path);
+  const f = new FileRandomAccess(spec.path, spec.fd);
+  return { size: f.size, name: f.name, pread: (offset, length) => f.pread(offset, length) };
+}
 
 /** The merged read-only stack below the writable layer. */
 export interface LowerView {

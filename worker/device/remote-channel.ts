@@ -5,9 +5,9 @@
 // EIO for the reader, never into a hung block device. The main thread must never itself wait on the
 // device while it is serving these fetches.
 import type { MessagePort } from 'node:worker_threads';
-import { FileRandomAccess, type RandomAccess } from '../../src/overlaybd/io.js';
+import type { RandomAccess } from '../../src/overlaybd/io.js';
 import { ObdkitError } from '../../src/util/errors.js';
-import type { LowerSource, LowerSpec } from './lower-source.js';
+import { openLocalLower, type LowerSource, type LowerSpec } from './lower-source.js';
 
 export type RemoteLowerSpec = Extract<LowerSpec, { kind: 'remote' }>;
 
@@ -81,7 +81,7 @@ export class ChannelRandomAccess implements RandomAccess {
 export function channelLowerSource(port: MessagePort | undefined): LowerSource {
   return {
     open(spec) {
-      if (spec.kind === 'file') return new FileRandomAccess(spec.path);
+      if (spec.kind === 'file') return openLocalLower(spec);
       if (!port) throw new ObdkitError('ENOTSUP', 'remote lower layer without a fetcher', { ref: spec.digest });
       return new ChannelRandomAccess(port, spec);
     },

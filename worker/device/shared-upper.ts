@@ -27,6 +27,23 @@ export interface SharedUpperState {
   table: SharedArrayBuffer;
   /** Pending index records, RECORD_SIZE bytes each. */
   pending: SharedArrayBuffer;
+  /**
+   * Descriptors opened once for all threads (see openSharedFds): one open file means one readahead
+   * state, so a sequential stream split over several workers is still seen as sequential.
+   */
+  fds?: { data: number; index: number };
+}
+
+/** Opens the pair once for every thread of this process; closeSharedFds() when the device is gone. */
+export function openSharedFds(state: SharedUpperState): void {
+  state.fds = { data: openSync(state.paths.data, 'r+'), index: openSync(state.paths.index, fsc.O_WRONLY | fsc.O_APPEND) };
+}
+
+export function closeSharedFds(state: SharedUpperState): void {
+  if (!state.fds) return;
+  closeSync(state.fds.data);
+  closeSync(state.fds.index);
+  delete state.fds;
 }
 
 /** Records held back before an index append: 64 KiB. */
@@ -64,6 +81,7 @@ export class SharedUpper {
   private readonly tail: BigInt64Array;
   private readonly dataFd: number;
   private readonly indexFd: number;
+  private readonly ownFds: boolean;
   private readonly recordBuf = Buffer.alloc(RECORD_SIZE * 64);
 
   constructor(readonly state: SharedUpperState) {
@@ -73,9 +91,10 @@ export class SharedUpper {
     this.pendingCount = new Int32Array(state.ctrl, 4, 1);
     this.pending = Buffer.from(state.pending);
     this.tail = new BigInt64Array(state.ctrl, 8, 1);
-    this.dataFd = openSync(state.paths.data, 'r+');
-    // O_APPEND: each 16-byte record lands whole at the end, whichever thread writes it.
-    this.indexFd = openSync(state.paths.index, fsc.O_WRONLY | fsc.O_APPEND);
+    this.ownFds = !state.fds;
+    this.dataFd = state.fds?.data ?? openSync(state.paths.data, 'r+');
+    // O_APPEND: each record batch lands whole at the end, whichever thread writes it.
+    this.indexFd = state.fds?.index ?? openSync(state.paths.index, fsc.O_WRONLY | fsc.O_APPEND);
   }
 
   /** Reads `count` sectors of upper data starting at data-file sector `moffset` into `out`. */
@@ -136,8 +155,10 @@ export class SharedUpper {
         this.release();
       }
     } finally {
-      closeSync(this.dataFd);
-      closeSync(this.indexFd);
+      if (this.ownFds) {
+        closeSync(this.dataFd);
+        closeSync(this.indexFd);
+      }
     }
   }
 

@@ -10,7 +10,7 @@ import { startWriteback } from './syscalls.js';
 
 const { state } = workerData as { state: SharedUpperState };
 const ctrl = new Int32Array(state.ctrl);
-const fd = openSync(state.paths.data, 'r');
+const fd = state.fds?.data ?? openSync(state.paths.data, 'r');
 let done = Atomics.load(ctrl, CTRL_WINDOWS);
 try {
   while (Atomics.load(ctrl, CTRL_STOP) === 0) {
@@ -21,5 +21,5 @@ try {
     }
   }
 } finally {
-  closeSync(fd);
+  if (!state.fds) closeSync(fd);
 }
