@@ -91,7 +91,7 @@ print(n, total)
 }
 
 async function main(): Promise<void> {
-  const workers = Number(arg('--workers', '3'));
+  const workers = Number(arg('--workers', '4'));
   const base = mkdtempSync(join(arg('--dir', '/var/tmp'), 'obdkit-bench-'));
   const runDir = join(base, 'run');
   await cleanupStale(runDir);

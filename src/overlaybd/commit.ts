@@ -10,18 +10,23 @@
 import { open, unlink } from 'node:fs/promises';
 import { FormatError, ObdkitError } from '../util/errors.js';
 import { FLAG_DATA, FLAG_HEADER, FLAG_SEALED, HT_SPACE, encodeHeaderTrailer, userTagBytes } from './lsmt-header.js';
+import type { RandomAccess } from './io.js';
 import type { LayerView } from './lsmt-layer.js';
 import { INVALID_RECORD, MAX_LENGTH, type Mapping, RECORD_SIZE, SECTOR_SIZE, encodeMapping, mappingMend } from './segment.js';
 import { NULL_UUID, isValidUuid, normalizeUuid } from './uuid.js';
+import { TRANSFERABLE_CHUNKS, type TransferableChunks } from './zfile-writer.js';
 
 /** Sectors per copied chunk, each its own record before merging (the reference's 32 KiB buffer). */
 export const COMMIT_CHUNK_SECTORS = 64;
 /** Records per 4 KiB of index: the padding unit. */
 export const INDEX_PAGE_RECORDS = HT_SPACE / RECORD_SIZE;
 const DATA_START_SECTOR = HT_SPACE / SECTOR_SIZE;
-/** Source reads and yielded chunks stay around this size (a multiple of the 64-sector chunk). */
-const IO_BYTES = 1024 * 1024;
-const IO_SECTORS = IO_BYTES / SECTOR_SIZE;
+/**
+ * Data chunks end where the output file crosses a multiple of this size, and one that lies inside a
+ * single mapping is read with one pread. A consumer cutting the stream into batches of this size
+ * (zfile-writer.ts does) therefore receives most of them whole and can move them instead of copying.
+ */
+export const COMMIT_IO_BYTES = 1024 * 1024;
 
 export interface CommitOptions {
   /** UUID of the new layer; the null UUID if absent or invalid. */
@@ -143,10 +148,16 @@ export function planCommit(mappings: readonly Mapping[]): CommitPlan {
 
 /**
  * The sealed layer's bytes, in file order, as chunks of at most 1 MiB (header and trailer are their
- * own 4 KiB chunks). Chunks are never reused, so a consumer may keep them. The source must not be
- * written to until the generator is done (its mappings are taken once, at the start).
+ * own 4 KiB chunks; data chunks end on 1 MiB boundaries of the output). Every chunk is a fresh buffer
+ * the generator never touches again, so a consumer may keep it or move it to another thread; the
+ * returned generator says so with TRANSFERABLE_CHUNKS. The source must not be written to until the
+ * generator is done (its mappings are taken once, at the start).
  */
-export async function* commitLayer(source: LayerView, opts: CommitOptions = {}): AsyncGenerator<Buffer> {
+export function commitLayer(source: LayerView, opts: CommitOptions = {}): AsyncGenerator<Buffer> & TransferableChunks {
+  return Object.assign(commitChunks(source, opts), { [TRANSFERABLE_CHUNKS]: true as const });
+}
+
+async function* commitChunks(source: LayerView, opts: CommitOptions): AsyncGenerator<Buffer> {
   const userTag = userTagBytes(opts.userTag);
   const uuid = opts.uuid !== undefined && isValidUuid(opts.uuid) ? normalizeUuid(opts.uuid) : NULL_UUID;
   const parentUuid =
@@ -161,35 +172,14 @@ export async function* commitLayer(source: LayerView, opts: CommitOptions = {}):
   yield encodeHeaderTrailer({ ...common, flags: FLAG_HEADER | FLAG_DATA | FLAG_SEALED });
 
   const packer = new RecordPacker(true);
-  const data = source.data;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  for (const m of mappings) {
-    if (m.length <= 0 || m.zeroed) continue;
-    for (let done = 0, n = 0; done < m.length; done += n) {
-      n = Math.min(IO_SECTORS - pendingBytes / SECTOR_SIZE, m.length - done);
-      const at = (m.moffset + done) * SECTOR_SIZE;
-      const buf = data.pread(at, n * SECTOR_SIZE);
-      if (buf.length !== n * SECTOR_SIZE) {
-        throw new FormatError(`source layer ends inside the data of sectors [${m.offset + done}, +${n})`, { file: data.name, offset: at + buf.length });
-      }
-      pending.push(buf);
-      pendingBytes += buf.length;
-      if (pendingBytes >= IO_BYTES) {
-        yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-        pending = [];
-        pendingBytes = 0;
-      }
-    }
-  }
-  if (pendingBytes) yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+  yield* dataChunks(source.data, mappings);
 
   // The records (with their final moffsets) come from the same walk the plan uses, so the index can
   // never disagree with the data just written.
   const dataSectors = packRecords(mappings, packer);
   const indexRecords = packer.finish();
-  for (let i = 0; i < packer.pages.length; i += IO_BYTES / HT_SPACE) {
-    const group = packer.pages.slice(i, i + IO_BYTES / HT_SPACE);
+  for (let i = 0; i < packer.pages.length; i += COMMIT_IO_BYTES / HT_SPACE) {
+    const group = packer.pages.slice(i, i + COMMIT_IO_BYTES / HT_SPACE);
     yield group.length === 1 ? group[0]! : Buffer.concat(group);
   }
   yield encodeHeaderTrailer({
@@ -198,6 +188,69 @@ export async function* commitLayer(source: LayerView, opts: CommitOptions = {}):
     indexOffset: (DATA_START_SECTOR + dataSectors) * SECTOR_SIZE,
     indexSize: indexRecords,
   });
+}
+
+/** A run of data to copy: `length` bytes at byte `at` of the source. */
+interface Piece {
+  at: number;
+  length: number;
+}
+
+function readPiece(data: RandomAccess, p: Piece): Buffer {
+  const buf = data.pread(p.at, p.length);
+  if (buf.length !== p.length) {
+    throw new FormatError(`source layer ends inside mapped data (${p.length} bytes wanted at ${p.at}, ${buf.length} there)`, {
+      file: data.name, offset: p.at + buf.length,
+    });
+  }
+  return buf;
+}
+
+/**
+ * The data section: the live sectors of every data mapping in logical order, as chunks cut at
+ * COMMIT_IO_BYTES boundaries of the output file (the section starts at byte 4096). A chunk inside one
+ * source run is a single pread, yielded as is; a chunk spanning several is assembled from one pread each.
+ */
+function* dataChunks(data: RandomAccess, mappings: readonly Mapping[]): Generator<Buffer> {
+  let pos = HT_SPACE;
+  let pieces: Piece[] = [];
+  let pieceBytes = 0;
+  const assemble = (): Buffer => {
+    if (pieces.length === 1) {
+      const only = readPiece(data, pieces[0]!);
+      pieces = [];
+      pieceBytes = 0;
+      return only;
+    }
+    const out = Buffer.allocUnsafe(pieceBytes);
+    let off = 0;
+    for (const p of pieces) off += readPiece(data, p).copy(out, off);
+    pieces = [];
+    pieceBytes = 0;
+    return out;
+  };
+  for (const m of mappings) {
+    if (m.length <= 0 || m.zeroed) continue;
+    const bytes = m.length * SECTOR_SIZE;
+    for (let done = 0; done < bytes; ) {
+      const room = COMMIT_IO_BYTES - (pos % COMMIT_IO_BYTES);
+      const n = Math.min(bytes - done, room);
+      const piece = { at: m.moffset * SECTOR_SIZE + done, length: n };
+      if (pieceBytes === 0 && n === room) {
+        yield readPiece(data, piece);
+      } else {
+        // Neighbouring mappings often lie back to back in the source too: one read covers them.
+        const last = pieces[pieces.length - 1];
+        if (last && last.at + last.length === piece.at) last.length += n;
+        else pieces.push(piece);
+        pieceBytes += n;
+        if (n === room) yield assemble();
+      }
+      pos += n;
+      done += n;
+    }
+  }
+  if (pieceBytes > 0) yield assemble();
 }
 
 /** Writes the committed layer to `outPath` (replacing it); a partial file is removed on failure. */

@@ -20,6 +20,25 @@ import {
   encodeZFileHeaderTrailer,
 } from './zfile.js';
 
+/**
+ * Marks a source whose chunks are fresh buffers it never touches again (commit.ts's are). The writer
+ * then moves a chunk that is exactly one batch, on a batch boundary, to a worker as it is instead of
+ * copying it: the chunk is detached (reads as empty) afterwards.
+ */
+export const TRANSFERABLE_CHUNKS = Symbol('obdkit.transferableChunks');
+export interface TransferableChunks {
+  readonly [TRANSFERABLE_CHUNKS]: true;
+}
+
+function hasTransferableChunks(source: object): boolean {
+  return (source as Partial<TransferableChunks>)[TRANSFERABLE_CHUNKS] === true;
+}
+
+/** True if `chunk` is the whole of an ordinary ArrayBuffer of `size` bytes, so it can be transferred. */
+function isWholeBuffer(chunk: Uint8Array, size: number): boolean {
+  return chunk.length === size && chunk.byteOffset === 0 && chunk.buffer.byteLength === size && chunk.buffer instanceof ArrayBuffer;
+}
+
 export interface ZFileWriteOptions {
   algorithm?: ZFileAlgorithm;
   /** Uncompressed bytes per block: a power of two, 4 KiB … 32 KiB. Default 4096. */
@@ -153,6 +172,7 @@ export async function writeZFile(
       inFlight.push(p);
     };
 
+    const transferable = hasTransferableChunks(source);
     let cur = new ArrayBuffer(batchBytes);
     let view = new Uint8Array(cur);
     let fill = 0;
@@ -164,21 +184,26 @@ export async function writeZFile(
         const r = await pending;
         if (r.done) break;
         const chunk = r.value;
-        for (let off = 0; off < chunk.length; ) {
-          const n = Math.min(chunk.length - off, batchBytes - fill);
-          view.set(chunk.subarray(off, off + n), fill);
-          fill += n;
-          off += n;
-          if (fill === batchBytes) {
-            full.push([cur, fill]);
-            originalSize += fill;
-            cur = spare.pop() ?? new ArrayBuffer(batchBytes);
-            view = new Uint8Array(cur);
-            fill = 0;
+        if (transferable && fill === 0 && isWholeBuffer(chunk, batchBytes)) {
+          full.push([chunk.buffer as ArrayBuffer, batchBytes]);
+          originalSize += batchBytes;
+        } else {
+          for (let off = 0; off < chunk.length; ) {
+            const n = Math.min(chunk.length - off, batchBytes - fill);
+            view.set(chunk.subarray(off, off + n), fill);
+            fill += n;
+            off += n;
+            if (fill === batchBytes) {
+              full.push([cur, fill]);
+              originalSize += fill;
+              cur = spare.pop() ?? new ArrayBuffer(batchBytes);
+              view = new Uint8Array(cur);
+              fill = 0;
+            }
           }
         }
-        // The chunk is copied, so the source may reuse it: let it produce the next one (its reads
-        // overlap with compression) while the full batches go out.
+        // The chunk is copied or moved, so the source is done with it: let it produce the next one
+        // (its reads overlap with compression) while the full batches go out.
         pending = it.next();
         pending.catch(() => {});
         for (const [buf, len] of full.splice(0)) await submit(buf, len);

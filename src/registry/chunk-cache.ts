@@ -4,7 +4,8 @@
 // too; the directory tree is the index. Least-recently-used chunks are deleted when the total
 // passes the cap; use times live in memory and are saved lazily as file mtimes so the LRU order
 // survives a restart. Chunks used in the last `graceMs` are never evicted, which gives a worker
-// thread time to `readSync` what the main thread just ensured (see readCachedSync).
+// thread time to `readSync` what the main thread just ensured (see readCachedSync and
+// CachedChunkReader).
 // One process owns a cache directory at a time. remote-blob.ts fills it.
 import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
@@ -73,6 +74,67 @@ export function readCachedSync(layout: ChunkCacheLayout, digest: string, offset:
     }
   }
   return out;
+}
+
+/**
+ * readCachedSync with open chunk files kept in a small LRU, for a worker thread serving many small
+ * reads. Keeping a file open past its eviction is harmless: chunks of a digest never change, and the
+ * space comes back when the descriptor is closed (at most `maxOpen` of them).
+ */
+export class CachedChunkReader {
+  private readonly fds = new Map<string, number>();
+
+  constructor(private readonly layout: ChunkCacheLayout, private readonly maxOpen = 64) {}
+
+  readSync(digest: string, offset: number, length: number): Buffer {
+    const out = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const index = Math.floor(pos / this.layout.chunkSize);
+      const inChunk = pos - index * this.layout.chunkSize;
+      const want = Math.min(length - done, this.layout.chunkSize - inChunk);
+      const fd = this.fd(digest, index, pos);
+      let got = 0;
+      while (got < want) {
+        const n = readSync(fd, out, done + got, want - got, inChunk + got);
+        if (n === 0) {
+          throw new ObdkitError('ECACHE_MISS', `chunk ${index} of ${digest} ends before the requested range`, { file: chunkFilePath(this.layout, digest, index), offset: pos + got });
+        }
+        got += n;
+      }
+      done += want;
+    }
+    return out;
+  }
+
+  private fd(digest: string, index: number, pos: number): number {
+    const path = chunkFilePath(this.layout, digest, index);
+    const cached = this.fds.get(path);
+    if (cached !== undefined) {
+      this.fds.delete(path);
+      this.fds.set(path, cached);
+      return cached;
+    }
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      throw new ObdkitError('ECACHE_MISS', `chunk ${index} of ${digest} is not cached`, { file: path, offset: pos }, { cause: err });
+    }
+    this.fds.set(path, fd);
+    if (this.fds.size > this.maxOpen) {
+      const [oldPath, oldFd] = this.fds.entries().next().value as [string, number];
+      this.fds.delete(oldPath);
+      closeSync(oldFd);
+    }
+    return fd;
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
 }
 
 export class ChunkCache implements ChunkCacheLayout {

@@ -122,15 +122,21 @@ describe('RemoteBlob range reads', () => {
       const { workerData, parentPort } = require('node:worker_threads');
       import(workerData.moduleUrl).then((m) => {
         const buf = m.readCachedSync(workerData.layout, workerData.digest, workerData.off, workerData.len);
-        parentPort.postMessage(buf);
+        const reader = new m.CachedChunkReader(workerData.layout, 2);
+        const again = Buffer.concat([0, 1, 2, 3].map((k) => reader.readSync(workerData.digest, workerData.off + k * 4096, 4096)));
+        const whole = reader.readSync(workerData.digest, workerData.off, workerData.len);
+        reader.close();
+        parentPort.postMessage({ buf, again, whole });
       });`;
     const w = new Worker(code, { eval: true, workerData: { moduleUrl, layout: cache.layout, digest: blob.digest, off, len } });
     try {
-      const got = await new Promise<Uint8Array>((resolve, reject) => {
+      const got = await new Promise<{ buf: Uint8Array; again: Uint8Array; whole: Uint8Array }>((resolve, reject) => {
         w.once('message', resolve);
         w.once('error', reject);
       });
-      assert.ok(Buffer.from(got).equals(blob.data.subarray(off, off + len)));
+      assert.ok(Buffer.from(got.buf).equals(blob.data.subarray(off, off + len)));
+      assert.ok(Buffer.from(got.again).equals(blob.data.subarray(off, off + 4 * 4096)));
+      assert.ok(Buffer.from(got.whole).equals(blob.data.subarray(off, off + len)));
     } finally {
       await w.terminate();
     }

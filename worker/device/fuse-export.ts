@@ -47,7 +47,7 @@ export class FuseExport {
 
   static async start(opts: FuseExportOptions): Promise<FuseExport> {
     assertNoMemoryLimit();
-    const count = Math.max(2, opts.workers ?? 3);
+    const count = Math.max(2, opts.workers ?? 4);
     mkdirSync(opts.mountDir, { recursive: true });
     const fd = openSync('/dev/fuse', 'r+');
     const workers: Worker[] = [];
