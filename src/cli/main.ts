@@ -5,6 +5,8 @@ import { registerBuildCommand } from './build.js';
 import { registerImageCommands } from './image.js';
 import { registerLayerCommands } from './layer.js';
 import { registerMountCommands } from './mount.js';
+import { registerServeCommand } from './serve.js';
+import { makeBackend } from '../server/build-backend.js';
 
 const program = new Command();
 program
@@ -17,6 +19,7 @@ registerBuildCommand(program);
 registerImageCommands(program);
 registerMountCommands(program);
 registerLayerCommands(program);
+registerServeCommand(program, makeBackend);
 registerBaseImageCommand(program);
 
 await program.parseAsync(process.argv);

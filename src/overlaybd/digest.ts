@@ -1,28 +1,38 @@
 // sha256 of a finished file, computed by a streaming read in a worker thread so that hashing a
 // multi-GiB layer blob never blocks the event loop. The worker is this same module started with a
 // marker in workerData; layer-open.ts uses it to name a freshly written blob by its digest.
+//
+// Starting a worker costs tens of milliseconds of CPU, as much as hashing 50 MB, so workers are kept
+// for the next file: a few stay idle (unreferenced, so they never keep the process alive), one per
+// file being hashed at the same time.
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
 const MARKER = 'obdkit-sha256-file';
-const CHUNK = 1 << 20;
+/** Big reads keep the per-syscall cost negligible next to the hash itself. */
+const CHUNK = 4 << 20;
+/** Idle workers kept for reuse; more are started while more files are hashed at once. */
+const MAX_IDLE = Math.min(2, availableParallelism());
+
+interface WorkerMarker {
+  [MARKER]: true;
+}
 
 interface Job {
-  [MARKER]: true;
   path: string;
 }
 
 type Reply = { hex: string; size: number } | { error: string; code?: string };
 
-function hashFileSync(path: string): { hex: string; size: number } {
+function hashFileSync(path: string, buf: Buffer): { hex: string; size: number } {
   const fd = openSync(path, 'r');
   try {
     const h = createHash('sha256');
-    const buf = Buffer.allocUnsafe(CHUNK);
     let size = 0;
     for (;;) {
-      const n = readSync(fd, buf, 0, CHUNK, size);
+      const n = readSync(fd, buf, 0, buf.length, size);
       if (n === 0) break;
       h.update(buf.subarray(0, n));
       size += n;
@@ -48,42 +58,67 @@ export async function sha256File(path: string): Promise<{ digest: string; size: 
 
 class WorkerDied extends Error {}
 
+interface HashWorker {
+  worker: Worker;
+  /** Settles the job in progress, if any. */
+  done: ((reply: Reply | WorkerDied) => void) | null;
+}
+
+const idle: HashWorker[] = [];
+
+function startWorker(): HashWorker {
+  // Flags such as --input-type belong to a command-line entry script and make a worker fail to start.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  const marker: WorkerMarker = { [MARKER]: true };
+  const hw: HashWorker = { worker: new Worker(new URL(import.meta.url), { workerData: marker, execArgv }), done: null };
+  const retire = (why: string): void => {
+    const i = idle.indexOf(hw);
+    if (i >= 0) idle.splice(i, 1);
+    const done = hw.done;
+    hw.done = null;
+    done?.(new WorkerDied(why));
+  };
+  hw.worker.on('message', (r: Reply) => {
+    const done = hw.done;
+    hw.done = null;
+    hw.worker.unref();
+    if (idle.length < MAX_IDLE) idle.push(hw);
+    else void hw.worker.terminate();
+    done?.(r);
+  });
+  hw.worker.on('error', (err) => retire(`failed: ${err.message}`));
+  hw.worker.on('exit', (code) => retire(`exited with code ${code} without answering`));
+  return hw;
+}
+
 function hashInWorker(path: string): Promise<{ digest: string; size: number }> {
   return new Promise((resolve, reject) => {
-    const job: Job = { [MARKER]: true, path };
-    // Flags such as --input-type belong to a command-line entry script and make a worker fail to start.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
-    const worker = new Worker(new URL(import.meta.url), { workerData: job, execArgv });
-    let settled = false;
-    worker.once('message', (r: Reply) => {
-      settled = true;
-      if ('error' in r) reject(Object.assign(new Error(`sha256 of ${path}: ${r.error}`), { code: r.code }));
+    const hw = idle.pop() ?? startWorker();
+    hw.worker.ref();
+    hw.done = (r) => {
+      if (r instanceof WorkerDied) reject(new WorkerDied(`sha256 worker for ${path} ${r.message}`));
+      else if ('error' in r) reject(Object.assign(new Error(`sha256 of ${path}: ${r.error}`), { code: r.code }));
       else resolve({ digest: `sha256:${r.hex}`, size: r.size });
-    });
-    worker.once('error', (err) => {
-      if (settled) return;
-      settled = true;
-      reject(new WorkerDied(`sha256 worker for ${path} failed: ${err.message}`));
-    });
-    worker.once('exit', (code) => {
-      if (settled) return;
-      settled = true;
-      reject(new WorkerDied(`sha256 worker for ${path} exited with code ${code} without answering`));
-    });
+    };
+    const job: Job = { path };
+    hw.worker.postMessage(job);
   });
 }
 
-function isJob(d: unknown): d is Job {
+function isHashWorker(d: unknown): d is WorkerMarker {
   return typeof d === 'object' && d !== null && (d as Record<string, unknown>)[MARKER] === true;
 }
 
-if (!isMainThread && isJob(workerData)) {
-  let reply: Reply;
-  try {
-    reply = hashFileSync(workerData.path);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    reply = { error: e.message, ...(e.code ? { code: e.code } : {}) };
-  }
-  parentPort!.postMessage(reply);
+if (!isMainThread && isHashWorker(workerData)) {
+  const buf = Buffer.allocUnsafe(CHUNK);
+  parentPort!.on('message', (job: Job) => {
+    let reply: Reply;
+    try {
+      reply = hashFileSync(job.path, buf);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      reply = { error: e.message, ...(e.code ? { code: e.code } : {}) };
+    }
+    parentPort!.postMessage(reply);
+  });
 }

@@ -36,6 +36,7 @@ describe('obdkit build', { skip }, () => {
   const build = (ctx: string, output: string | undefined, extra: Partial<BuildCliOptions> = {}) =>
     runBuild(ctx, { buildArg: [`BASE=${base}`], secret: [], cache: true, progress: 'plain', root, ...(output ? { output } : {}), ...extra }, (s) => {
       lines.push(s);
+      if (process.env.OBDKIT_TEST_VERBOSE) process.stderr.write(s);
     });
 
   before(async () => {

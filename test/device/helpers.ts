@@ -32,10 +32,13 @@ export async function cleanAll(): Promise<void> {
   await cleanupStale(TEST_RUN_DIR);
 }
 
-/** Nothing of ours left: no FUSE mount under the run dir, no loop device over one. */
+/**
+ * Nothing of ours left: no mount under the run dir, no loop device over a file there. Only this run
+ * dir counts: other obdkit processes on the machine may be serving devices of their own.
+ */
 export async function leftovers(runDir = TEST_RUN_DIR): Promise<string[]> {
   const out: string[] = [];
-  for (const m of await listMounts()) if (m.target.startsWith(runDir) || m.fstype === 'fuse.obdkit') out.push(`mount ${m.target} ${m.fstype}`);
+  for (const m of await listMounts()) if (m.target.startsWith(runDir)) out.push(`mount ${m.target} ${m.fstype}`);
   for (const l of await listLoops()) if (l.backingFile.startsWith(runDir)) out.push(`loop ${l.device} ${l.backingFile}`);
   return out;
 }

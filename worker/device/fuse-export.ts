@@ -1,8 +1,10 @@
 // Exports a device as one file in a FUSE mount served by this process: opens /dev/fuse, mounts it
-// with mount(2), and starts worker threads (fuse-worker.ts) that answer requests. The main thread
-// only supervises, so it stays free for the build engine. Stopping = lazy unmount, after which the
-// kernel ends the connection and the workers' blocking reads return ENODEV. The caller must have
-// detached the loop device first (see worker/mount/teardown order), or the connection stays alive.
+// with mount(2), and starts worker threads (fuse-worker.ts) that answer requests, plus one thread that
+// starts writeback of the upper data (writeback-worker.ts). The main thread only supervises, so it
+// stays free for the build engine. A worker that dies is replaced; if none can be kept alive the
+// connection is aborted, so readers get EIO instead of waiting forever. Stopping = lazy unmount, after
+// which the kernel ends the connection and the workers' blocking reads return ENODEV. The caller must
+// have detached the loop device first (worker/mount/teardown.ts), or the connection stays alive.
 import { closeSync, existsSync, mkdirSync, openSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
@@ -18,6 +20,8 @@ import { MNT_DETACH, MS_NODEV, MS_NOSUID, mountSyscall, umount2Syscall } from '.
 
 export const FUSE_FSTYPE = 'fuse.obdkit';
 const FUSECTL_DIR = '/sys/fs/fuse/connections';
+/** Replacements of crashed workers over the life of one export. */
+const RESPAWN_BUDGET = 16;
 
 export interface FuseExportOptions {
   /** Empty directory to mount on; created if missing. */
@@ -32,73 +36,43 @@ export interface FuseExportOptions {
 }
 
 export class FuseExport {
-  private stopped = false;
+  private stopping = false;
+  private readonly live = new Set<Worker>();
+  private readonly ports: MessagePort[] = [];
+  private respawns = 0;
+  private allExited: (() => void) | null = null;
+  private writeback: { ctrl: Int32Array; exited: Promise<void> } | null = null;
+  private initWaiter: { resolve(): void; reject(e: Error): void } | null = null;
+  connection = -1;
 
   private constructor(
-    readonly mountDir: string,
-    readonly diskPath: string,
-    readonly connection: number,
+    private readonly opts: FuseExportOptions,
     private readonly fuseFd: number,
-    private readonly workers: Worker[],
-    private readonly exited: Promise<void>[],
-    private readonly ports: MessagePort[],
-    private readonly writeback: { ctrl: Int32Array; exited: Promise<void> } | null,
   ) {}
+
+  get mountDir(): string {
+    return this.opts.mountDir;
+  }
+
+  get diskPath(): string {
+    return join(this.opts.mountDir, this.opts.device.fileName);
+  }
 
   static async start(opts: FuseExportOptions): Promise<FuseExport> {
     assertNoMemoryLimit();
-    const count = Math.max(2, opts.workers ?? 4);
-    mkdirSync(opts.mountDir, { recursive: true });
-    const fd = openSync('/dev/fuse', 'r+');
-    const workers: Worker[] = [];
-    const exited: Promise<void>[] = [];
-    const ports: MessagePort[] = [];
-    const needsRemote = opts.device.lowers.some((l) => l.kind === 'remote');
-    if (needsRemote && !opts.remote) {
-      closeSync(fd);
+    if (opts.device.lowers.some((l) => l.kind === 'remote') && !opts.remote) {
       throw new ObdkitError('EINVAL', 'the device has remote lowers but no remote fetcher was given', { file: opts.mountDir });
     }
+    mkdirSync(opts.mountDir, { recursive: true });
+    const exp = new FuseExport(opts, openSync('/dev/fuse', 'r+'));
     let mounted = false;
     try {
-      mountSyscall('obdkit', opts.mountDir, FUSE_FSTYPE, MS_NOSUID | MS_NODEV, `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other`);
+      mountSyscall('obdkit', opts.mountDir, FUSE_FSTYPE, MS_NOSUID | MS_NODEV, `fd=${exp.fuseFd},rootmode=40000,user_id=0,group_id=0,allow_other`);
       mounted = true;
-      let resolveInit!: () => void;
-      let rejectInit!: (e: Error) => void;
-      const init = new Promise<void>((res, rej) => {
-        resolveInit = res;
-        rejectInit = rej;
-      });
-      for (let i = 0; i < count; i++) {
-        const data: FuseWorkerData = { fuseFd: fd, device: opts.device, index: i };
-        let w: Worker;
-        if (needsRemote) {
-          const ch = new MessageChannel();
-          serveRemoteReads(ch.port1, opts.remote!);
-          ports.push(ch.port1);
-          data.remotePort = ch.port2;
-          w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: data, transferList: [ch.port2] });
-        } else {
-          w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: data });
-        }
-        w.on('message', (m: FuseWorkerMessage) => {
-          if (m.type === 'init') {
-            log.debug({ minor: m.minor, flags: m.flags.toString(16) }, 'FUSE INIT negotiated');
-            resolveInit();
-          } else if (m.type === 'error') {
-            log.warn({ op: m.op, mount: opts.mountDir }, `device request failed: ${m.message}`);
-          }
-        });
-        exited.push(
-          new Promise<void>((res) => {
-            w.on('error', (err) => {
-              log.error({ err: err.message, mount: opts.mountDir }, 'FUSE worker crashed');
-              rejectInit(err);
-            });
-            w.on('exit', () => res());
-          }),
-        );
-        workers.push(w);
-      }
+      // Workers can only read /dev/fuse once it is mounted; the kernel has queued INIT by now.
+      const init = new Promise<void>((resolve, reject) => (exp.initWaiter = { resolve, reject }));
+      const count = Math.max(2, opts.workers ?? 4);
+      for (let i = 0; i < count; i++) exp.spawn(i);
       const timeout = opts.initTimeoutMs ?? 10_000;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -108,36 +82,87 @@ export class FuseExport {
         }),
       ]).finally(() => clearTimeout(timer));
       const dev = statSync(opts.mountDir).dev;
-      const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-      const upper = opts.device.upper;
-      let writeback: { ctrl: Int32Array; exited: Promise<void> } | null = null;
-      if (upper) {
-        const w = new Worker(new URL('./writeback-worker.js', import.meta.url), { workerData: { state: upper } });
-        w.on('error', (err) => log.warn({ err: err.message }, 'writeback thread failed'));
-        writeback = { ctrl: new Int32Array(upper.ctrl), exited: new Promise((res) => w.once('exit', () => res())) };
-      }
-      return new FuseExport(opts.mountDir, join(opts.mountDir, opts.device.fileName), minor, fd, workers, exited, ports, writeback);
+      exp.connection = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+      exp.startWriteback();
+      return exp;
     } catch (err) {
+      exp.stopping = true;
       if (mounted) umount2Syscall(opts.mountDir, MNT_DETACH);
-      await Promise.race([Promise.all(exited), delay(2000)]);
-      for (const w of workers) void w.terminate();
-      for (const p of ports) p.close();
-      closeSync(fd);
+      await Promise.race([exp.workersGone(), delay(2000)]);
+      for (const w of exp.live) void w.terminate();
+      for (const p of exp.ports) p.close();
+      closeSync(exp.fuseFd);
       throw err;
     }
   }
 
+  private spawn(index: number): void {
+    const data: FuseWorkerData = { fuseFd: this.fuseFd, device: this.opts.device, index };
+    const url = new URL('./fuse-worker.js', import.meta.url);
+    let w: Worker;
+    if (this.opts.remote) {
+      const ch = new MessageChannel();
+      serveRemoteReads(ch.port1, this.opts.remote);
+      this.ports.push(ch.port1);
+      data.remotePort = ch.port2;
+      w = new Worker(url, { workerData: data, transferList: [ch.port2] });
+    } else {
+      w = new Worker(url, { workerData: data });
+    }
+    this.live.add(w);
+    w.on('message', (m: FuseWorkerMessage) => {
+      if (m.type === 'init') {
+        log.debug({ minor: m.minor, flags: m.flags.toString(16) }, 'FUSE INIT negotiated');
+        this.initWaiter?.resolve();
+      } else if (m.type === 'error') {
+        log.warn({ op: m.op, mount: this.mountDir }, `device request failed: ${m.message}`);
+      }
+    });
+    w.on('error', (err) => {
+      log.error({ err: err.message, mount: this.mountDir }, 'FUSE worker crashed');
+      this.initWaiter?.reject(err);
+    });
+    w.on('exit', () => {
+      this.live.delete(w);
+      if (this.stopping) {
+        if (this.live.size === 0) this.allExited?.();
+        return;
+      }
+      if (this.respawns < RESPAWN_BUDGET) {
+        this.respawns++;
+        this.spawn(index);
+      } else if (this.live.size === 0) {
+        // Nobody left to answer: fail every pending and future request rather than hang them.
+        log.error({ mount: this.mountDir }, 'no FUSE worker left; aborting the connection');
+        void abortFuseConnection(this.connection);
+      }
+    });
+  }
+
+  private startWriteback(): void {
+    const upper = this.opts.device.upper;
+    if (!upper) return;
+    const w = new Worker(new URL('./writeback-worker.js', import.meta.url), { workerData: { state: upper } });
+    w.on('error', (err) => log.warn({ err: err.message }, 'writeback thread failed'));
+    this.writeback = { ctrl: new Int32Array(upper.ctrl), exited: new Promise((res) => w.once('exit', () => res())) };
+  }
+
+  private workersGone(): Promise<void> {
+    if (this.live.size === 0) return Promise.resolve();
+    return new Promise((res) => (this.allExited = res));
+  }
+
   /** Unmounts and waits for the workers; aborts the connection if they do not end in time. */
   async stop(timeoutMs = 5000): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
+    if (this.stopping) return;
+    this.stopping = true;
     umount2Syscall(this.mountDir, MNT_DETACH);
-    const all = Promise.all(this.exited);
-    if ((await Promise.race([all.then(() => true), delay(timeoutMs).then(() => false)])) === false) {
+    const gone = this.workersGone();
+    if (!(await Promise.race([gone.then(() => true), delay(timeoutMs).then(() => false)]))) {
       log.warn({ mount: this.mountDir, connection: this.connection }, 'FUSE workers still busy after unmount; aborting the connection');
       await abortFuseConnection(this.connection);
-      if ((await Promise.race([all.then(() => true), delay(timeoutMs).then(() => false)])) === false) {
-        for (const w of this.workers) void w.terminate();
+      if (!(await Promise.race([gone.then(() => true), delay(timeoutMs).then(() => false)]))) {
+        for (const w of this.live) void w.terminate();
       }
     }
     for (const p of this.ports) p.close();
@@ -152,7 +177,8 @@ export class FuseExport {
 
 /** Fails every pending request of a FUSE connection with EIO (the only cure for a wedged one). */
 export async function abortFuseConnection(connection: number): Promise<void> {
-  if (!existsSync(join(FUSECTL_DIR, 'abort')) && !existsSync(join(FUSECTL_DIR, String(connection)))) {
+  if (connection < 0) return;
+  if (!existsSync(join(FUSECTL_DIR, String(connection)))) {
     await execa('mount', ['-t', 'fusectl', 'none', FUSECTL_DIR], { reject: false });
   }
   try {

@@ -89,6 +89,20 @@ export class TcmuSnapshotter implements BlockSnapshotter {
     }
   }
 
+  /** The handle of a device this state dir knows, by where it is mounted (for `obdkit umount`). */
+  findByMountpoint(mountpoint: string): DeviceHandle | null {
+    const dir = join(this.o.stateDir, 'devices');
+    for (const id of existsSync(dir) ? readdirSync(dir) : []) {
+      try {
+        const h = JSON.parse(readFileSync(join(dir, id, 'handle.json'), 'utf8')) as DeviceHandle;
+        if (h.mountpoint === mountpoint) return h;
+      } catch {
+        // a device still being attached, or gone
+      }
+    }
+    return null;
+  }
+
   private nextId(): string {
     mkdirSync(this.o.stateDir, { recursive: true });
     const counter = join(this.o.stateDir, 'next-id');
@@ -136,6 +150,7 @@ export class TcmuSnapshotter implements BlockSnapshotter {
       this.write(join(this.sys, 'block', name, 'device', 'timeout'), String(CMD_TIMEOUT));
       handle.device = join(this.dev, name);
       writeFileSync(join(devDir, 'device'), handle.device);
+      writeFileSync(join(devDir, 'handle.json'), JSON.stringify(handle));
       if (this.o.mountFilesystem !== false) {
         if (mkfs) await mkfsExt4(handle.device);
         mkdirSync(mp, { recursive: true });

@@ -1,0 +1,120 @@
+// obdkit as the builder under test: `obdkit build` run as its own process (as a user would run it)
+// against a --root the bench owns, its plain progress read back for what the bench reports: steps run
+// and cached, the layers sealed with what the commit dropped (blocks identical to the layers below,
+// discards over nothing), and on failure the step that failed. Cleanup tears down any device a
+// killed build left under the root before removing it. Neighbours: proc.ts, mounts.ts.
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cleanupStale } from '../../worker/mount/teardown.js';
+import { unmountUnder } from './mounts.js';
+import { runTimed, tail, type RunResult } from './proc.js';
+import { parseStepTimes, type StepTime } from './progress-steps.js';
+
+export interface ObdkitBuild {
+  /** The repository root (holds bin/obdkit.js). */
+  repo: string;
+  root: string;
+  context: string;
+  buildArgs: Record<string, string>;
+  name: string;
+  timeoutMs: number;
+  logFile: string;
+}
+
+/** What one sealed layer's progress line says (sizes as printed, so rounded to 3 digits). */
+export interface SealedLayerLine {
+  digest?: string;
+  size: number;
+  identicalBytes: number;
+  writtenBytes: number;
+  zeroedDroppedBytes: number;
+  zeroedBytes: number;
+}
+
+export interface ObdkitOutcome {
+  run: RunResult;
+  ok: boolean;
+  error?: string;
+  digest?: string;
+  ranSteps: number;
+  cachedSteps: number;
+  steps: StepTime[];
+  layers: SealedLayerLine[];
+  /** Seconds the solve took, from the `built N layer(s) in Xs` line (export and push come after). */
+  solveSeconds?: number;
+}
+
+const UNITS: Record<string, number> = { B: 1, kB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12 };
+
+/** Reads back a size printed as `512B`, `1.23kB`, `45.6MB`; undefined if it is not one. */
+export function parseHumanBytes(s: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(B|kB|MB|GB|TB)$/.exec(s);
+  return m ? Math.round(Number(m[1]) * UNITS[m[2]!]!) : undefined;
+}
+
+const LAYER_LINE = /^#\d+ (?:layer (sha256:[0-9a-f]{64}) (\S+)|no changes, no layer) \(dropped (\S+) unchanged of (\S+) written, (\S+) of (\S+) discards over nothing\)$/;
+
+export function parseLayerLine(line: string): SealedLayerLine | undefined {
+  const m = LAYER_LINE.exec(line);
+  if (!m) return undefined;
+  const n = (i: number): number | undefined => (m[i] === undefined ? 0 : parseHumanBytes(m[i]!));
+  const [size, identical, written, zd, z] = [n(2), n(3), n(4), n(5), n(6)];
+  if (size === undefined || identical === undefined || written === undefined || zd === undefined || z === undefined) return undefined;
+  const out: SealedLayerLine = { size, identicalBytes: identical, writtenBytes: written, zeroedDroppedBytes: zd, zeroedBytes: z };
+  if (m[1]) out.digest = m[1];
+  return out;
+}
+
+/** The step that failed: its `#N name` header and its ERROR line, if the progress shows one. */
+function failedStep(progress: string): string | undefined {
+  const lines = progress.split('\n');
+  const err = lines.find((l) => /^#\d+ ERROR:/.test(l));
+  if (!err) return undefined;
+  const n = err.slice(0, err.indexOf(' '));
+  const header = lines.find((l) => l.startsWith(`${n} `) && l !== err);
+  return header ? `${header}\n${err}` : err;
+}
+
+export async function runObdkitBuild(b: ObdkitBuild): Promise<ObdkitOutcome> {
+  const args = [join(b.repo, 'bin', 'obdkit.js'), 'build', '--progress', 'plain', '--root', b.root];
+  for (const [k, v] of Object.entries(b.buildArgs)) args.push('--build-arg', `${k}=${v}`);
+  args.push('--output', `type=image,name=${b.name},push=true,registry.insecure=true`, b.context);
+  const run = await runTimed(process.execPath, args, { cwd: b.repo, timeoutMs: b.timeoutMs, stdoutFile: `${b.logFile}.out`, stderrFile: b.logFile });
+  const progress = readFileSync(b.logFile, 'utf8');
+  const ok = run.exitCode === 0 && !run.timedOut;
+  const layers: SealedLayerLine[] = [];
+  for (const l of progress.split('\n')) {
+    const parsed = parseLayerLine(l);
+    if (parsed) layers.push(parsed);
+  }
+  const built = /^built \d+ layer\(s\) in (\d+(?:\.\d+)?)s$/m.exec(progress);
+  const outcome: ObdkitOutcome = {
+    run,
+    ok,
+    ranSteps: (progress.match(/^#\d+ DONE /gm) ?? []).length,
+    cachedSteps: (progress.match(/^#\d+ CACHED$/gm) ?? []).length,
+    steps: parseStepTimes(progress),
+    layers,
+  };
+  if (built) outcome.solveSeconds = Number(built[1]);
+  const digest = /^(sha256:[0-9a-f]{64})$/m.exec(run.stdout);
+  if (digest) outcome.digest = digest[1]!;
+  if (!ok) {
+    const why = run.timedOut ? `timed out after ${b.timeoutMs / 1000}s` : `exit ${run.exitCode ?? run.signal}`;
+    const step = failedStep(progress);
+    outcome.error = `obdkit build ${why}${step ? `\nfailed step:\n${step}` : ''}\nlast output:\n${tail(progress, 12)}`;
+  }
+  return outcome;
+}
+
+/** Removes a build root, first tearing down devices and mounts a killed build may have left. */
+export async function removeObdkitRoot(root: string): Promise<void> {
+  try {
+    await cleanupStale(join(root, 'run'));
+  } catch {
+    // nothing recorded, or already gone: the unmount below still runs
+  }
+  await unmountUnder(root);
+  await rm(root, { recursive: true, force: true });
+}
