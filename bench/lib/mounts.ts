@@ -1,7 +1,8 @@
-// Leftover mounts under a bench's scratch directories: buildkitd leaves overlay mounts under its
-// --root when it stops, and a killed build can leave ext4 or FUSE mounts. Everything mounted below a
-// directory is unmounted deepest first, lazily if a plain unmount is refused, before the directory
-// is removed. Neighbours: buildkitd.ts and obdkit-build.ts call this in their cleanup.
+// Leftover mounts of a bench's scratch directories: buildkitd can leave overlay mounts behind, and
+// not only below its --root (while exporting it mounts snapshots at /tmp/containerd-mount*, with
+// lowerdirs inside the root); a killed build can leave ext4 or FUSE mounts. Everything mounted below a
+// directory, or built from layers inside it, is unmounted deepest first, lazily if a plain unmount is
+// refused, before the directory is removed. Neighbours: buildkitd.ts and obdkit-build.ts.
 import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 
@@ -10,7 +11,7 @@ function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** Mount points at or below `dir`, deepest first. */
+/** Mount points at or below `dir`, or whose source or options name a path inside it; deepest first. */
 export function mountsUnder(dir: string): string[] {
   const base = dir.replace(/\/+$/, '');
   const out: string[] = [];
@@ -18,7 +19,8 @@ export function mountsUnder(dir: string): string[] {
     const mp = line.split(' ')[4];
     if (mp === undefined) continue;
     const path = unescapeMountPath(mp);
-    if (path === base || path.startsWith(`${base}/`)) out.push(path);
+    // The scratch paths hold no characters mountinfo escapes, so the raw line can be searched as is.
+    if (path === base || path.startsWith(`${base}/`) || line.includes(`${base}/`)) out.push(path);
   }
   return [...new Set(out)].sort((a, b) => b.length - a.length);
 }

@@ -3,11 +3,12 @@
 // and cached, the layers sealed with what the commit dropped (blocks identical to the layers below,
 // discards over nothing), and on failure the step that failed. Cleanup tears down any device a
 // killed build left under the root before removing it. Neighbours: proc.ts, mounts.ts.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupStale } from '../../worker/mount/teardown.js';
-import { unmountUnder } from './mounts.js';
+import { mountsUnder, unmountUnder } from './mounts.js';
 import { runTimed, tail, type RunResult } from './proc.js';
 import { parseStepTimes, type StepTime } from './progress-steps.js';
 
@@ -76,11 +77,69 @@ function failedStep(progress: string): string | undefined {
   return header ? `${header}\n${err}` : err;
 }
 
+function readOr(path: string, dflt = '?'): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return dflt;
+  }
+}
+
+/**
+ * What a build that passed its deadline was doing, written next to its log before it is killed: a
+ * Node diagnostic report (JS stacks of the main thread and the workers, libuv handles; node was
+ * started with --report-on-signal), the kernel wait channel of every thread, the processes of its
+ * group, and the mounts and loop devices of its root.
+ */
+async function recordHang(pid: number, b: ObdkitBuild): Promise<string> {
+  const file = `${b.logFile}.hang.txt`;
+  try {
+    process.kill(pid, 'SIGUSR2');
+    await sleep(3000);
+  } catch {
+    // gone already
+  }
+  const out: string[] = [`obdkit build pid ${pid} passed its ${b.timeoutMs / 1000}s deadline`, '', 'threads (tid comm state wchan):'];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const t = `/proc/${pid}/task/${tid}`;
+    const state = readOr(`${t}/stat`).split(') ')[1]?.split(' ')[0] ?? '?';
+    out.push(`  ${tid} ${readOr(`${t}/comm`)} ${state} ${readOr(`${t}/wchan`)}`);
+    const stack = readOr(`${t}/stack`, '');
+    if (stack) out.push(...stack.split('\n').map((l) => `      ${l}`));
+  }
+  out.push('', 'processes in its group (pid state wchan cmdline):');
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    const stat = readOr(`/proc/${p}/stat`, '');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (f[2] !== String(pid)) continue;
+    out.push(`  ${p} ${f[0]} ${readOr(`/proc/${p}/wchan`)} ${readOr(`/proc/${p}/cmdline`).replace(/\0/g, ' ')}`);
+  }
+  out.push('', 'mounts of the root:', ...mountsUnder(b.root).map((m) => `  ${m}`), '', 'loop devices over files in the root:');
+  for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
+    const backing = readOr(`/sys/block/${dev}/loop/backing_file`, '');
+    if (backing.startsWith(`${b.root}/`)) out.push(`  /dev/${dev} ${backing}`);
+  }
+  const reports = readdirSync(dirname(b.logFile)).filter((f) => f.startsWith(`report.`) && f.includes(`.${pid}.`));
+  out.push('', `node diagnostic report: ${reports.map((r) => join(dirname(b.logFile), r)).join(', ') || 'none written'}`);
+  writeFileSync(file, `${out.join('\n')}\n`);
+  return file;
+}
+
 export async function runObdkitBuild(b: ObdkitBuild): Promise<ObdkitOutcome> {
-  const args = [join(b.repo, 'bin', 'obdkit.js'), 'build', '--progress', 'plain', '--root', b.root];
+  const nodeFlags = ['--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${dirname(b.logFile)}`];
+  const args = [...nodeFlags, join(b.repo, 'bin', 'obdkit.js'), 'build', '--progress', 'plain', '--root', b.root];
   for (const [k, v] of Object.entries(b.buildArgs)) args.push('--build-arg', `${k}=${v}`);
   args.push('--output', `type=image,name=${b.name},push=true,registry.insecure=true`, b.context);
-  const run = await runTimed(process.execPath, args, { cwd: b.repo, timeoutMs: b.timeoutMs, stdoutFile: `${b.logFile}.out`, stderrFile: b.logFile });
+  let hangFile: string | undefined;
+  const run = await runTimed(process.execPath, args, {
+    cwd: b.repo,
+    timeoutMs: b.timeoutMs,
+    stdoutFile: `${b.logFile}.out`,
+    stderrFile: b.logFile,
+    onTimeout: async (pid) => {
+      hangFile = await recordHang(pid, b);
+    },
+  });
   const progress = readFileSync(b.logFile, 'utf8');
   const ok = run.exitCode === 0 && !run.timedOut;
   const layers: SealedLayerLine[] = [];
@@ -103,7 +162,8 @@ export async function runObdkitBuild(b: ObdkitBuild): Promise<ObdkitOutcome> {
   if (!ok) {
     const why = run.timedOut ? `timed out after ${b.timeoutMs / 1000}s` : `exit ${run.exitCode ?? run.signal}`;
     const step = failedStep(progress);
-    outcome.error = `obdkit build ${why}${step ? `\nfailed step:\n${step}` : ''}\nlast output:\n${tail(progress, 12)}`;
+    const hang = hangFile ? `\nwhat it was doing when killed: ${hangFile}` : '';
+    outcome.error = `obdkit build ${why}${step ? `\nfailed step:\n${step}` : ''}\nlast output:\n${tail(progress, 12)}${hang}`;
   }
   return outcome;
 }

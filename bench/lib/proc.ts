@@ -36,6 +36,8 @@ export interface RunOptions {
   /** Where stdout and stderr go (stderr may be the same file). */
   stdoutFile: string;
   stderrFile: string;
+  /** Called with the child's pid when the deadline passes, before it is killed (to record why it hangs). */
+  onTimeout?: (pid: number) => Promise<void>;
 }
 
 export interface RunResult {
@@ -92,7 +94,16 @@ export async function runTimed(cmd: string, args: string[], o: RunOptions): Prom
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    void stopGroup(child, 10_000);
+    void (async () => {
+      if (o.onTimeout && child.pid !== undefined) {
+        try {
+          await o.onTimeout(child.pid);
+        } catch {
+          // diagnostics are best effort; the kill below is what matters
+        }
+      }
+      await stopGroup(child, 10_000);
+    })();
   }, o.timeoutMs);
   try {
     const first = await Promise.race([exited(child).then(() => undefined), spawnError]);

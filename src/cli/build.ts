@@ -92,7 +92,7 @@ export interface BuildOutcome {
 }
 
 /** The whole build; used by the command and by tests. Progress lines go to `write`. */
-export async function runBuild(contextDir: string, o: BuildCliOptions, write: (s: string) => void): Promise<BuildOutcome> {
+export async function runBuild(contextDir: string, o: BuildCliOptions, write: (s: string) => void, signal?: AbortSignal): Promise<BuildOutcome> {
   const context = resolve(contextDir);
   if (!existsSync(context) || !statSync(context).isDirectory()) throw new ObdkitError('EUSAGE', 'build context is not a directory', { file: context });
   const dockerfilePath = resolve(context, o.file ?? 'Dockerfile');
@@ -156,9 +156,14 @@ export async function runBuild(contextDir: string, o: BuildCliOptions, write: (s
       secrets: new FileSecrets(secretFiles),
       onLayer: (v, outcome) => progress.layer(v, outcome),
     });
-    const solver = new Solver<BuildResult>({ stateRoot: store.stateDir, concurrency: 1, contentHasher: localContentHasher(contexts) });
+    const solver = new Solver<BuildResult>({ stateRoot: store.stateDir, concurrency: 1, contentHasher: localContentHasher(contexts, () => store.tmpPath('hash')) });
     const t0 = Date.now();
-    const solved = await solver.solve(conv.graph, conv.target, { executor, noCache: !o.cache, progress: (e) => progress.event(e) });
+    const solved = await solver.solve(conv.graph, conv.target, {
+      executor,
+      noCache: !o.cache,
+      progress: (e) => progress.event(e),
+      ...(signal ? { signal } : {}),
+    });
     const chain = solved.result;
     if (!isLayersResult(chain)) throw new ObdkitError('EBUILD', `the target is not a filesystem (${chain.kind})`);
     write(`built ${chain.layers.length} layer(s) in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
@@ -218,8 +223,18 @@ export function registerBuildCommand(program: Command): void {
     .option('-o, --output <spec>', 'type=image,name=REF,push=true | type=oci,dest=FILE | type=tar,dest=FILE | type=local,dest=DIR')
     .action(
       runAction(async (contextDir: string, o: BuildCliOptions) => {
-        const r = await runBuild(contextDir, o, (s) => process.stderr.write(s));
-        if (r.digest) process.stdout.write(`${r.digest}\n`);
+        // Ctrl-C cancels the running step; devices are torn down on the way out.
+        const ac = new AbortController();
+        const onSignal = (): void => ac.abort(new ObdkitError('ECANCELED', 'build cancelled'));
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        try {
+          const r = await runBuild(contextDir, o, (s) => process.stderr.write(s), ac.signal);
+          if (r.digest) process.stdout.write(`${r.digest}\n`);
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
       }),
     );
 }

@@ -7,6 +7,7 @@
 // its own record; zeroed records write no data and take the current data cursor as moffset; records are
 // then merged left to right while contiguous in both spaces and the merged length stays below 16383;
 // the index is padded with invalid records to a multiple of 256 (4 KiB), unless it already is one.
+// The 64-sector chunks shape the index only: the data itself is read in runs of up to 1 MiB.
 import { open, unlink } from 'node:fs/promises';
 import { FormatError, ObdkitError } from '../util/errors.js';
 import { FLAG_DATA, FLAG_HEADER, FLAG_SEALED, HT_SPACE, encodeHeaderTrailer, userTagBytes } from './lsmt-header.js';

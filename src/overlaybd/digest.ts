@@ -11,8 +11,7 @@ import { availableParallelism } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
 const MARKER = 'obdkit-sha256-file';
-/** Big reads keep the per-syscall cost negligible next to the hash itself. */
-const CHUNK = 4 << 20;
+const CHUNK = 1 << 20;
 /** Idle workers kept for reuse; more are started while more files are hashed at once. */
 const MAX_IDLE = Math.min(2, availableParallelism());
 

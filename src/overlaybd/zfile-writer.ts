@@ -3,6 +3,9 @@
 // given offset (so layer-open.ts can reserve a tar prefix in front). Byte layout and header/trailer
 // sequence follow the reference tools: `overlaybd-commit -z` rewrites the header with the final index
 // info (flags 27/22); `overlaybd-zfile` leaves the provisional header (19/22). Also `decompressZFile`.
+// Input chunks are copied into batch buffers, except that a source marked TRANSFERABLE_CHUNKS (commit.ts)
+// has its whole-batch chunks moved to the workers as they are: a layer's bytes are then never copied
+// on the main thread.
 import { close, open, write } from 'node:fs';
 import { ObdkitError } from '../util/errors.js';
 import { algorithmCode, type ZFileAlgorithm } from './codec.js';

@@ -6,6 +6,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { FileRandomAccess } from '../../src/overlaybd/io.js';
@@ -183,6 +185,68 @@ describe('obdkit build', { skip }, () => {
         }
       }
     });
+  });
+
+  test('FROM scratch makes the filesystem in the first step; rootfs and OCI outputs', async () => {
+    const ctx = join(repoRoot, 'testdata/build/scratch');
+    const out = join(work.path, 'scratch-out');
+    await build(ctx, `type=local,dest=${out}`);
+    assert.equal(readFileSync(join(out, 'hello.txt'), 'utf8'), 'hello from scratch\n');
+    assert.equal(readFileSync(join(out, 'dir/again.txt'), 'utf8'), 'hello from scratch\n');
+    const oci = join(work.path, 'scratch.oci.tar');
+    const r = await build(ctx, `type=oci,dest=${oci}`);
+    assert.equal(r.ran, 0);
+    const listing = (await execa('tar', ['-tf', oci])).stdout.split('\n');
+    assert.ok(listing.includes('index.json'));
+    assert.ok(listing.includes('oci-layout'));
+    assert.ok(listing.some((l) => l.startsWith('blobs/sha256/')));
+  });
+
+  test('an overlaybd base is used as is, without conversion', async () => {
+    const baseRef = `${reg.host}/test/suite:1`;
+    lines.length = 0;
+    const out = join(work.path, 'on-obd.tar');
+    await runBuild(join(repoRoot, 'testdata/build/on-overlaybd'), { buildArg: [`BASE=${baseRef}`], secret: [], cache: true, progress: 'plain', root, output: `type=tar,dest=${out}` }, (s) => lines.push(s));
+    const log = lines.join('');
+    assert.doesNotMatch(log, /converting layer/);
+    const listing = (await execa('tar', ['-tf', out])).stdout.split('\n');
+    assert.ok(listing.includes('srv/copy.txt'));
+    assert.ok(listing.includes('srv/owned.txt'));
+    assert.ok(!listing.some((l) => l.startsWith('srv/app/files/')));
+    assert.ok(!listing.includes('etc/base-file'));
+  });
+
+  test('ADD of a URL downloads the file; the cache follows the served content', async () => {
+    let body = 'first version\n';
+    const server = createServer((req, res) => {
+      if (req.url !== '/served.txt') {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/served.txt`;
+      const ctx = join(repoRoot, 'testdata/build/add-url');
+      const run = (dest: string) =>
+        runBuild(ctx, { buildArg: [`BASE=${base}`, `URL=${url}`], secret: [], cache: true, progress: 'plain', root, output: `type=local,dest=${dest}` }, () => {});
+      const out1 = join(work.path, 'url-1');
+      const r1 = await run(out1);
+      assert.ok(r1.ran > 0);
+      assert.equal(readFileSync(join(out1, 'downloads/served.txt'), 'utf8'), 'first version\n');
+      assert.equal(statSync(join(out1, 'downloads/served.txt')).mode & 0o777, 0o600);
+      assert.equal(readFileSync(join(out1, 'downloads/seen.txt'), 'utf8'), 'first version\n');
+      const r2 = await run(join(work.path, 'url-2'));
+      assert.equal(r2.ran, 0);
+      body = 'second version\n';
+      const out3 = join(work.path, 'url-3');
+      const r3 = await run(out3);
+      assert.ok(r3.ran > 0);
+      assert.equal(readFileSync(join(out3, 'downloads/seen.txt'), 'utf8'), 'second version\n');
+    } finally {
+      server.close();
+    }
   });
 
   test('output specs parse', () => {

@@ -52,6 +52,7 @@ export async function withPulledImage<T>(
   dir: string,
   fn: (rootfs: string, manifest: ImageManifest, blobs: string[], config: Buffer) => Promise<T>,
 ): Promise<T> {
+  mkdirSync(dir, { recursive: true });
   const client = new RegistryClient();
   const snap = new FuseLoopSnapshotter({ runDir: join(dir, 'run') });
   try {

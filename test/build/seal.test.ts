@@ -14,7 +14,8 @@ import { RwLayer } from '../../src/overlaybd/rw-layer.js';
 import { LayerStack } from '../../src/overlaybd/stack.js';
 import { ContentStore } from '../../src/store/content-store.js';
 import { chainId, stepLayerUuid, uuidFromDigest } from '../../worker/commit/chain-uuid.js';
-import { openLowerBlobs, sealStep } from '../../worker/commit/seal.js';
+import { sealStep } from '../../worker/commit/seal.js';
+import { openLowerBlobs } from '../../worker/commit/lower-blobs.js';
 import { obdCheck, requireOracle } from '../helpers/oracle.js';
 
 const MiB = 1024 * 1024;

@@ -43,6 +43,24 @@ describe('device daemon', { skip }, () => {
     }
   });
 
+  test('obdkit mount LAYER... MOUNTPOINT mounts the golden ext4 stack read-only (first layer is the bottom)', async () => {
+    const t = tempDir('cli-ro');
+    const samples = new URL('../../../testdata/overlaybd-samples/', import.meta.url).pathname;
+    try {
+      await sh(`tar -xzf ${samples}/ext4_64.tar.gz -C ${t.path}`);
+      const mp = `${t.path}/mnt`;
+      await cli('mount', '--run-dir', TEST_RUN_DIR, `${t.path}/ext4_64`, `file:${samples}/ext4-layer0.commit.lz4.zfile.tar`, `${samples}/ext4-layer1.commit.lz4.zfile.tar`, mp);
+      assert.equal(await sh(`cat ${mp}/etc/hello.txt`), 'hello overwritten by B');
+      assert.match(await sh(`touch ${mp}/x 2>&1 || true`), /Read-only file system/);
+      await cli('umount', '--run-dir', TEST_RUN_DIR, mp);
+      assert.deepEqual(await leftovers(), []);
+      await assert.rejects(cli('mount', '--run-dir', TEST_RUN_DIR, 'docker://busybox:latest', mp), /only local layer files/);
+    } finally {
+      await cleanAll();
+      t.cleanup();
+    }
+  });
+
   test('after a crash that also lost the state file, the next start finds the FUSE mount, loop and ext4 mount and removes them', async () => {
     const t = tempDir('stale');
     try {

@@ -7,6 +7,8 @@ import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from
 import { join } from 'node:path';
 import { TcmuSnapshotter, CMD_TIMEOUT } from '../../worker/device/tcmu-snapshotter.js';
 import { buildOverlaybdConfig } from '../../worker/device/tcmu-config.js';
+import { createSnapshotter } from '../../worker/device/snapshotter-factory.js';
+import { FuseLoopSnapshotter } from '../../worker/device/fuse-loop-snapshotter.js';
 import { tempDir } from './helpers.js';
 
 test('config.v1.json lists lowers bottom first as files or registry blobs, with upper and result file', () => {
@@ -80,4 +82,10 @@ test('TCMU prepare/remove against a temporary directory standing in for configfs
   } finally {
     t.cleanup();
   }
+});
+
+test('the device export is chosen by configuration: fuse or tcmu behind one interface', () => {
+  assert.ok(createSnapshotter({ device: 'fuse', runDir: '/nonexistent/run' }) instanceof FuseLoopSnapshotter);
+  assert.ok(createSnapshotter({ device: 'tcmu', runDir: '/nonexistent/run', configfsRoot: '/nonexistent/cfs' }) instanceof TcmuSnapshotter);
+  assert.throws(() => createSnapshotter({ device: 'nbd' as 'fuse', runDir: '/x' }), /fuse or tcmu/);
 });

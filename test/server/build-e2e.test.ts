@@ -85,7 +85,9 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
   });
 
   after(async () => {
+    console.error('DBG after');
     await server?.close();
+    console.error('DBG server closed');
     await backend?.close();
     await reg?.stop();
     work?.remove();
@@ -98,6 +100,7 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
 
   /** Asserts what every pushed image must be: overlaybd layers, each accepted by the reference tools. */
   async function checkPushed(ref: string, pullDir: string, inspect?: (rootfs: string) => void): Promise<void> {
+    console.error('DBG pulling');
     await withPulledImage(ref, pullDir, async (rootfs, manifest, blobs) => {
       inspect?.(rootfs);
       assert.ok(manifest.layers.length >= 1);
@@ -142,9 +145,11 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     assert.match(r.stderr, /layer sha256:[0-9a-f]{64} [\d.]+[kMG]?B/);
     assert.match(r.stderr, /layers are overlaybd blobs/);
     assert.match(r.stderr, /exporting to image/);
+    console.error('DBG built');
     const m = JSON.parse(readFileSync(meta, 'utf8')) as Record<string, string>;
     assert.equal(m['containerimage.digest'], await manifestDigest(ref));
     assert.equal(m['image.name'], ref);
+    console.error('DBG meta ok');
     await checkPushed(ref, join(work.path, 'pull-multi'), (rootfs) => {
       assert.equal(readFileSync(join(rootfs, 'srv/copied.txt'), 'utf8'), 'hello file\n');
       assert.equal(readFileSync(join(rootfs, 'srv/artifact'), 'utf8'), 'built-by-builder\n');

@@ -2,18 +2,29 @@
 // selects (paths after wildcard expansion, with the context's excludes applied), over each entry's
 // relative path, type, permission bits, symlink target and file bytes. Owners and times are left out
 // (context files are copied as 0:0 and their mtimes churn with checkouts), so an untouched context
-// gives the same cache keys build after build.
+// gives the same cache keys build after build. An ADD of a URL without --checksum is keyed by the
+// digest of what the URL serves at build time.
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { createReadStream, lstatSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ContentHasher, ContentRequest } from '../../src/solver/cache-key.js';
 import { ObdkitError } from '../../src/util/errors.js';
+import { download } from '../exec/remote.js';
 import { expandSource } from './glob.js';
 import type { ContextProvider } from './providers.js';
 
-export function localContentHasher(contexts: ContextProvider): ContentHasher {
+export function localContentHasher(contexts: ContextProvider, tmpPath?: () => string): ContentHasher {
   return async (req: ContentRequest): Promise<string> => {
     const op = req.source.op;
+    if (op.kind === 'http' && tmpPath) {
+      // A URL without a pinned checksum is keyed by what it serves now.
+      const file = tmpPath();
+      try {
+        return (await download(op.url, file)).digest;
+      } finally {
+        rmSync(file, { force: true });
+      }
+    }
     if (op.kind !== 'local') throw new ObdkitError('EHASH', `cannot hash content of a ${op.kind} source`, { step: req.source.name });
     const root = await contexts.dir(op.name, req.excludes ?? op.excludes);
     const h = createHash('sha256');

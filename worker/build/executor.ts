@@ -9,7 +9,7 @@
 //             a small tree under the store root: inline documents)
 // Steps that leave nothing visible add no layer; metadata-only instructions never reach here.
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rename, rm, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ExecContext, Executor } from '../../src/solver/solver.js';
 import type { ChownOpt, CopyAction, ExecOp, FileAction, FileOp, Vertex, VertexId } from '../../src/solver/ops.js';
@@ -99,7 +99,11 @@ export class BuildExecutor implements Executor<BuildResult> {
 
   private http(url: string, filename: string, checksum: string | undefined, ctx: ExecContext): Promise<DirResult> {
     return this.makeTree(ctx.key, async (dir) => {
-      await download(url, join(dir, filename), { ...(checksum ? { checksum } : {}), signal: ctx.signal });
+      const file = join(dir, filename);
+      const d = await download(url, file, { ...(checksum ? { checksum } : {}), signal: ctx.signal });
+      // Docker's mode and time for a downloaded file: 0600 (unless --chmod), Last-Modified if sent.
+      await chmod(file, 0o600);
+      if (d.mtime) await utimes(file, d.mtime, d.mtime);
     });
   }
 
@@ -213,6 +217,9 @@ export class BuildExecutor implements Executor<BuildResult> {
   }
 
   private async copy(root: string, a: CopyAction, from: BuildResult, views: ViewSet): Promise<void> {
+    // Refused rather than ignored: a silently different tree would be worse than a clear error.
+    if (a.excludes.length > 0) throw new ObdkitError('ENOTSUP', 'COPY --exclude is not supported by this builder yet', { dest: a.dest });
+    if (a.parents) throw new ObdkitError('ENOTSUP', 'COPY --parents is not supported by this builder yet', { dest: a.dest });
     const srcRoot = await this.sourceDir(from, views);
     const sources: string[] = [];
     for (const s of a.src) {

@@ -1,17 +1,15 @@
 // Sealing one step: the writable RW pair a device left behind, minus what the lowers already hold
-// (dedup.ts), becomes a committed LSMT layer (src/overlaybd/commit.ts), ZFile-compressed with LZ4
+// (dedup.ts, on a worker thread), becomes a committed LSMT layer (src/overlaybd/commit.ts), ZFile-compressed with LZ4
 // in 4 KiB blocks and tar-wrapped (src/overlaybd/layer-open.ts), hashed and moved into the content
 // store under its digest. A step that changed nothing visible yields no layer at all.
-import { FileRandomAccess } from '../../src/overlaybd/io.js';
 import { commitLayer } from '../../src/overlaybd/commit.js';
-import { unwrapLayerBlob, writeLayerBlob } from '../../src/overlaybd/layer-open.js';
-import { openSealedLayer } from '../../src/overlaybd/lsmt-file.js';
+import { writeLayerBlob } from '../../src/overlaybd/layer-open.js';
 import { RwLayer } from '../../src/overlaybd/rw-layer.js';
-import { LayerStack } from '../../src/overlaybd/stack.js';
 import { NULL_UUID } from '../../src/overlaybd/uuid.js';
 import type { ContentStore } from '../../src/store/content-store.js';
 import type { LayerRecord } from '../../src/store/layer-record.js';
-import { dedupAgainstLowers, filteredView, type DedupStats } from './dedup.js';
+import { filteredView, type DedupStats } from './dedup.js';
+import { dedupInWorker } from './dedup-worker.js';
 
 export interface SealInput {
   /** The RW pair (data, index) of the step's writable layer, no longer in use by a device. */
@@ -33,29 +31,12 @@ export interface SealOutcome {
   stats: DedupStats;
 }
 
-/** Opens sealed lower blobs as a LayerStack; returns it with a closer for the files. */
-export function openLowerBlobs(paths: readonly string[]): { stack: LayerStack | null; close(): void } {
-  const files: FileRandomAccess[] = [];
-  try {
-    const layers = paths.map((p) => {
-      const f = new FileRandomAccess(p);
-      files.push(f);
-      return openSealedLayer(unwrapLayerBlob(f).lsmt);
-    });
-    return { stack: layers.length ? new LayerStack(layers) : null, close: () => files.forEach((f) => f.close()) };
-  } catch (err) {
-    files.forEach((f) => f.close());
-    throw err;
-  }
-}
-
 export async function sealStep(input: SealInput): Promise<SealOutcome> {
+  // The comparison runs on a worker thread; the RW pair is only read, by both threads.
+  const kept = input.noDedup ? undefined : await dedupInWorker(input.upper, input.lowers);
   const rw = RwLayer.open(input.upper.data, input.upper.index, { readOnly: true });
-  const lowers = openLowerBlobs(input.noDedup ? [] : input.lowers);
   try {
-    const { mappings, stats } = input.noDedup
-      ? { mappings: rw.mappings(), stats: { writtenBytes: 0, identicalBytes: 0, zeroedBytes: 0, zeroedDroppedBytes: 0 } }
-      : dedupAgainstLowers(rw, lowers.stack);
+    const { mappings, stats } = kept ?? { mappings: rw.mappings(), stats: { writtenBytes: 0, identicalBytes: 0, zeroedBytes: 0, zeroedDroppedBytes: 0 } };
     if (mappings.length === 0) return { stats };
     const view = filteredView(rw, mappings);
     const parentUuid = input.parentUuid ?? NULL_UUID;
@@ -70,7 +51,6 @@ export async function sealStep(input: SealInput): Promise<SealOutcome> {
     await input.store.putLayer(layer);
     return { layer, stats };
   } finally {
-    lowers.close();
     rw.close();
   }
 }

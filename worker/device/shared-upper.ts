@@ -8,6 +8,7 @@
 // rw-pair.ts owns the file format and recovery; merged-backend.ts reads through this table.
 import { closeSync, constants as fsc, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { ObdkitError } from '../../src/util/errors.js';
+import { adviseRandom } from './syscalls.js';
 import { encodeRecord, MAX_RECORD_LENGTH, RECORD_SIZE, SECTOR, type PairPaths, type UpperRecord } from './rw-pair.js';
 
 export const UNMAPPED = 0;
@@ -31,18 +32,27 @@ export interface SharedUpperState {
    * Descriptors opened once for all threads (see openSharedFds): one open file means one readahead
    * state, so a sequential stream split over several workers is still seen as sequential.
    */
-  fds?: { data: number; index: number };
+  fds?: { data: number; index: number; dataRandom: number };
 }
+
+/**
+ * Reads smaller than this go through a second descriptor of the data file with readahead off: a
+ * cold 4 KiB random read would otherwise pull in ~28 KiB from the disk.
+ */
+const RANDOM_READ_BYTES = 32 * 1024;
 
 /** Opens the pair once for every thread of this process; closeSharedFds() when the device is gone. */
 export function openSharedFds(state: SharedUpperState): void {
-  state.fds = { data: openSync(state.paths.data, 'r+'), index: openSync(state.paths.index, fsc.O_WRONLY | fsc.O_APPEND) };
+  const dataRandom = openSync(state.paths.data, 'r');
+  adviseRandom(dataRandom);
+  state.fds = { data: openSync(state.paths.data, 'r+'), index: openSync(state.paths.index, fsc.O_WRONLY | fsc.O_APPEND), dataRandom };
 }
 
 export function closeSharedFds(state: SharedUpperState): void {
   if (!state.fds) return;
   closeSync(state.fds.data);
   closeSync(state.fds.index);
+  closeSync(state.fds.dataRandom);
   delete state.fds;
 }
 
@@ -80,6 +90,7 @@ export class SharedUpper {
   private readonly pending: Buffer;
   private readonly tail: BigInt64Array;
   private readonly dataFd: number;
+  private readonly dataRandomFd: number;
   private readonly indexFd: number;
   private readonly ownFds: boolean;
   private readonly recordBuf = Buffer.alloc(RECORD_SIZE * 64);
@@ -95,13 +106,15 @@ export class SharedUpper {
     this.dataFd = state.fds?.data ?? openSync(state.paths.data, 'r+');
     // O_APPEND: each record batch lands whole at the end, whichever thread writes it.
     this.indexFd = state.fds?.index ?? openSync(state.paths.index, fsc.O_WRONLY | fsc.O_APPEND);
+    this.dataRandomFd = state.fds?.dataRandom ?? this.dataFd;
   }
 
   /** Reads `count` sectors of upper data starting at data-file sector `moffset` into `out`. */
   readData(moffset: number, out: Buffer): void {
+    const fd = out.length < RANDOM_READ_BYTES ? this.dataRandomFd : this.dataFd;
     let done = 0;
     while (done < out.length) {
-      const n = readSync(this.dataFd, out, done, out.length - done, moffset * SECTOR + done);
+      const n = readSync(fd, out, done, out.length - done, moffset * SECTOR + done);
       if (n === 0) {
         throw new ObdkitError('EUPPER', 'upper data file ends before a mapped sector', {
           file: this.state.paths.data,
