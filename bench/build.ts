@@ -8,6 +8,7 @@
 //
 // Run (root, /dev/fuse, runc, docker-registry; Debian mirror reachable the first time, for the base):
 //   node dist/bench/build.js [--runs N] [--skip-buildkitd] [--skip-obdkit] [--timeout SECONDS] [--logs DIR]
+// Build logs go to --logs DIR, or to a temp dir that is kept only when a build fails.
 // Env: OBDKIT_BENCH_DIR (bench data; default <repo>/../shared/bench), OBDKIT_PEER_DIR (holds
 // bin/buildkitd and bin/buildctl; default <repo>/../shared/peer), OBDKIT_BENCH_WORK (scratch parent;
 // default the system temp dir), OBDKIT_BENCH_BASE_CACHE (cached base layer; default
@@ -192,6 +193,10 @@ function report(bk: BuilderRound[], obd: ObdkitRound[], a: Args): void {
   say('\n== dadi-build: obdkit vs buildkitd (wall time of the client command; median (min–max)) ==');
   say(`cold, image + push : obdkit ${secondsSummary(obdCold)}   buildkitd ${secondsSummary(bkCold)}   obdkit/buildkitd ${ratio(obdCold, bkCold)} (goal ≤ 0.60)`);
   say(`warm, image + push : obdkit ${secondsSummary(obdWarm)}   buildkitd ${secondsSummary(bkWarm)}   obdkit/buildkitd ${ratio(obdWarm, bkWarm)}`);
+  // Rounds that both builders completed, paired: under a load that changes from minute to minute,
+  // these say more than the ratio of the medians.
+  const paired = bk.map((b, i) => (b.cold && obd[i]?.cold ? (obd[i]!.cold!.wall / b.cold.wall).toFixed(2) : '—'));
+  if (bk.length > 0 && obd.length > 0) say(`cold, per round    : obdkit/buildkitd ${paired.map((p, i) => `r${i + 1} ${p}`).join(', ')}`);
   const bkCpu = pick(bk, (r) => r.cold?.cpu);
   const obdCpu = pick(obd, (r) => r.cold?.cpu);
   say(`cold CPU           : obdkit ${secondsSummary(obdCpu, 1)}   buildkitd ${secondsSummary(bkCpu, 1)} (daemon, runc, buildctl)   obdkit/buildkitd ${ratio(obdCpu, bkCpu)}`);
@@ -231,13 +236,14 @@ async function main(): Promise<void> {
   const workParent = process.env.OBDKIT_BENCH_WORK ?? tmpdir();
   await mkdir(workParent, { recursive: true });
   const work = await mkdtemp(join(workParent, 'obdkit-bench-build-'));
+  // Logs outlive the scratch directory when a build fails, so a failure can be looked into.
+  const logs = a.logs ?? (await mkdtemp(join(workParent, 'obdkit-bench-build-logs-')));
   const startLoad = load();
   const bk: BuilderRound[] = [];
   const obd: ObdkitRound[] = [];
   await withCleanup(
     () => rm(work, { recursive: true, force: true }),
     async () => {
-      const logs = a.logs ?? join(work, 'logs');
       await mkdir(logs, { recursive: true });
       const context = join(work, 'context');
       await mkdir(context);
@@ -266,7 +272,9 @@ async function main(): Promise<void> {
           for (let r = 0; r < a.runs; r++) {
             const common = { work, logs, reg, client, context, base, baseLayers, round: r + 1, timeoutMs: a.timeoutMs };
             const order = r % 2 === 0 ? (['buildkitd', 'obdkit'] as const) : (['obdkit', 'buildkitd'] as const);
-            say(`\nround ${r + 1} (${order.join(' then ')})`);
+            const active = order.filter((w) => (w === 'buildkitd' ? !a.skipBuildkitd : !a.skipObdkit && !obdkitBroken));
+            if (active.length === 0) break;
+            say(`\nround ${r + 1} (${active.join(' then ')})`);
             for (const who of order) {
               if (who === 'buildkitd' && !a.skipBuildkitd) {
                 const res = await buildkitdRound({ ...common, binDir: peerBin });
@@ -290,7 +298,12 @@ async function main(): Promise<void> {
   );
   report(bk, obd, a);
   say(`load average at start ${startLoad}, at end ${load()} (2 cores)`);
-  if ([...bk, ...obd].some((r) => r.error)) process.exitCode = 1;
+  if ([...bk, ...obd].some((r) => r.error)) {
+    say(`build logs kept in ${logs}`);
+    process.exitCode = 1;
+  } else if (a.logs === undefined) {
+    await rm(logs, { recursive: true, force: true });
+  }
 }
 
 main().catch((err: unknown) => {

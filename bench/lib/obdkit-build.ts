@@ -126,13 +126,16 @@ async function recordHang(pid: number, b: ObdkitBuild): Promise<string> {
 }
 
 export async function runObdkitBuild(b: ObdkitBuild): Promise<ObdkitOutcome> {
-  const nodeFlags = ['--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${dirname(b.logFile)}`];
-  const args = [...nodeFlags, join(b.repo, 'bin', 'obdkit.js'), 'build', '--progress', 'plain', '--root', b.root];
+  // Through NODE_OPTIONS, not argv: worker threads inherit argv flags and refuse the report ones.
+  const reportFlags = `--report-on-signal --report-signal=SIGUSR2 --report-directory=${dirname(b.logFile)}`;
+  const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${reportFlags}`.trim() };
+  const args = [join(b.repo, 'bin', 'obdkit.js'), 'build', '--progress', 'plain', '--root', b.root];
   for (const [k, v] of Object.entries(b.buildArgs)) args.push('--build-arg', `${k}=${v}`);
   args.push('--output', `type=image,name=${b.name},push=true,registry.insecure=true`, b.context);
   let hangFile: string | undefined;
   const run = await runTimed(process.execPath, args, {
     cwd: b.repo,
+    env,
     timeoutMs: b.timeoutMs,
     stdoutFile: `${b.logFile}.out`,
     stderrFile: b.logFile,

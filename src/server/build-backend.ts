@@ -145,11 +145,16 @@ export class ObdkitBuildBackend implements BuildBackend {
 
     excludes = await this.loadDockerignore(ctx, dir, filename, contextKey);
 
+    // The transfer is shown as the context's own step: the solver's vertex for the same local source
+    // would only repeat its name with nothing under it.
+    const shownContexts = new Set<string>();
     const contexts = new FetchedContexts(
       join(dir, 'contexts'),
       async (name, dest, ex) => {
         const key = name === 'context' ? contextKey : name;
-        const v = ctx.progress.vertex(`[internal] load build context${name === 'context' ? '' : ` ${name}`}`);
+        const title = `[internal] load build context${name === 'context' ? '' : ` ${name}`}`;
+        shownContexts.add(title);
+        const v = ctx.progress.vertex(title);
         try {
           const r = await ctx.session.syncDir({ dirName: key, dest, excludePatterns: ex, onProgress: (b) => v.status('transferring context:', b) });
           v.status('transferring context:', r.bytes, 0, true);
@@ -161,7 +166,10 @@ export class ObdkitBuildBackend implements BuildBackend {
       },
       excludes,
     );
-    const feed = solverProgress(ctx.progress);
+    const toStatus = solverProgress(ctx.progress);
+    const feed = (e: ProgressEvent): void => {
+      if (!shownContexts.has(e.name)) toStatus(e);
+    };
     const hooks: BuildHooks = {
       contexts,
       secrets: sessionSecrets(ctx.session),

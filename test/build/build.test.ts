@@ -5,7 +5,7 @@
 // must report its command, exit code and output, and a secret must reach RUN but no layer blob.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -156,6 +156,10 @@ describe('obdkit build', { skip }, () => {
     assert.match(out, /about to fail/);
     assert.match(out, /on stderr/);
     assert.match(out, /ERROR:/);
+    // The failed step left nothing behind: no mounts, no loop devices, no writable layers.
+    assert.equal(readFileSync('/proc/mounts', 'utf8').includes(root), false);
+    assert.equal((await execa('losetup', ['-a'])).stdout.includes(root), false);
+    assert.deepEqual(readdirSync(join(root, 'work')).filter((n) => n.startsWith('step-')), []);
   });
 
   test('secrets reach RUN but no layer blob', async () => {

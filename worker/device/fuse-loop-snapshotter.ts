@@ -10,7 +10,7 @@ import { log } from '../../src/util/log.js';
 import { mkfsExt4, mountExt4 } from '../mount/ext4.js';
 import { attachLoop } from '../mount/loop.js';
 import { DEFAULT_RUN_DIR, deviceDir, removeState, writeState, type DeviceState } from '../mount/state.js';
-import { teardown } from '../mount/teardown.js';
+import { cleanupStale, teardown } from '../mount/teardown.js';
 import { FuseExport } from './fuse-export.js';
 import type { LowerSpec } from './lower-source.js';
 import { lowerStackVirtualSize } from './lower-stack.js';
@@ -48,6 +48,14 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
 
   constructor(private readonly opts: FuseLoopOptions = {}) {
     this.runDir = opts.runDir ?? DEFAULT_RUN_DIR;
+  }
+
+  /**
+   * Removes devices that crashed processes left under this run dir (mounts, loop devices, FUSE
+   * mounts). Call once at start, before the first prepare/view.
+   */
+  cleanupStale(): Promise<string[]> {
+    return cleanupStale(this.runDir);
   }
 
   async prepare(writableDir: string, lowers: LowerSpec[], opts: PrepareOptions = {}): Promise<DeviceHandle> {
