@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(
   runc fuse3 e2fsprogs util-linux docker-registry skopeo fio lz4 zstd debootstrap busybox-static
-  apache2-utils protobuf-compiler xz-utils bzip2 openssl ca-certificates
+  apache2-utils protobuf-compiler xz-utils bzip2 openssl ca-certificates curl
   # shared libraries of the reference overlaybd tools used by the test suite
   libaio1 libcurl4 libnl-3-200 libnl-genl-3-200 libyaml-cpp0.7 libzstd1 libssl3
 )
