@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { convertDockerfile, parseDockerignore } from '../../frontend/index.js';
 import type { ResolvedImage } from '../../frontend/image-config.js';
 import { Solver } from '../solver/solver.js';
+import { FileCacheIndex } from '../solver/cache-index.js';
 import type { Platform } from '../solver/ops.js';
 import { RegistryClient, type RegistryHostOptions } from '../registry/client.js';
 import { resolveImage } from '../registry/pull.js';
@@ -28,6 +29,7 @@ import { FileSecrets, LocalDirContexts } from '../../worker/build/providers.js';
 import { PlainProgress } from '../../worker/build/progress.js';
 import { exportImageFrom } from '../../worker/build/image-output.js';
 import { ViewSet } from '../../worker/build/step-device.js';
+import { StoreCheckedIndex } from '../../worker/build/checked-index.js';
 import { isLayersResult, type BuildResult } from '../../worker/build/result.js';
 import { runAction } from './run.js';
 
@@ -102,6 +104,9 @@ export async function runBuild(contextDir: string, o: BuildCliOptions, write: (s
   } catch (err) {
     throw new ObdkitError('EUSAGE', `cannot read Dockerfile: ${(err as Error).message}`, { file: dockerfilePath });
   }
+  if (o.progress !== 'plain' && o.progress !== 'tty' && o.progress !== 'auto') {
+    throw new ObdkitError('EUSAGE', `--progress must be plain, tty or auto, got ${JSON.stringify(o.progress)}`);
+  }
   const output = o.output ? parseOutputSpec(o.output) : undefined;
   const buildArgs: Record<string, string> = {};
   for (const a of o.buildArg) {
@@ -156,7 +161,11 @@ export async function runBuild(contextDir: string, o: BuildCliOptions, write: (s
       secrets: new FileSecrets(secretFiles),
       onLayer: (v, outcome) => progress.layer(v, outcome),
     });
-    const solver = new Solver<BuildResult>({ stateRoot: store.stateDir, concurrency: 1, contentHasher: localContentHasher(contexts, () => store.tmpPath('hash')) });
+    const solver = new Solver<BuildResult>({
+      index: new StoreCheckedIndex(new FileCacheIndex<BuildResult>(store.stateDir), store),
+      concurrency: 1,
+      contentHasher: localContentHasher(contexts, () => store.tmpPath('hash')),
+    });
     const t0 = Date.now();
     const solved = await solver.solve(conv.graph, conv.target, {
       executor,
@@ -218,7 +227,7 @@ export function registerBuildCommand(program: Command): void {
     .option('--build-arg <k=v>', 'build-time variable (repeatable)', collect, [])
     .option('--secret <id=ID,src=FILE>', 'secret for RUN --mount=type=secret (repeatable)', collect, [])
     .option('--no-cache', 'do not use cached step results')
-    .option('--progress <mode>', 'plain or tty', 'plain')
+    .option('--progress <mode>', 'plain, tty or auto (all print numbered steps as plain text)', 'plain')
     .option('--root <dir>', 'state and content store directory', DEFAULT_ROOT)
     .option('-o, --output <spec>', 'type=image,name=REF,push=true | type=oci,dest=FILE | type=tar,dest=FILE | type=local,dest=DIR')
     .action(

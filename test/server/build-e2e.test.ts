@@ -177,7 +177,7 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     const b = await run(
       buildxBin,
       ['--builder', 'obde2e', 'build', '--progress=plain', '--build-arg', `BASE=${base}`, '--secret', `id=token,src=${secretFile}`,
-        '--output', `type=image,name=${ref},push=true,registry.insecure=true`, ctx],
+        '--output', `type=image,name=${ref},push=true,registry.insecure=true,compression=zstd`, ctx],
       env,
     );
     assert.equal(b.exitCode, 0, b.stderr);
@@ -187,6 +187,7 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     assert.match(b.stderr, /RUN echo "buildx step output"/);
     assert.match(b.stderr, /#\d+ [\d.]+ buildx step output/);
     assert.match(b.stderr, /exporting to image/);
+    assert.match(b.stderr, /layers are overlaybd blobs .*compression=zstd does not apply/);
     const digest = await manifestDigest(ref);
     assert.ok(b.stderr.includes(digest), 'the client shows the pushed digest');
     await checkPushed(ref, join(work.path, 'pull-buildx'), (rootfs) => {
@@ -237,17 +238,26 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     assert.match(r.stderr, /exit code: 3/);
   });
 
+  /** runc containers whose bundle lies under this daemon's state root. */
+  async function ourContainers(): Promise<string[]> {
+    const rl = await execa('runc', ['list', '--format', 'json'], { reject: false });
+    const list = (JSON.parse(String(rl.stdout).trim() || 'null') ?? []) as { id: string; bundle: string }[];
+    return list.filter((c) => c.bundle.startsWith(root)).map((c) => `${c.id} (${c.bundle})`);
+  }
+
   test('Ctrl-C in the client mid-RUN leaves no container, mount or loop device', async () => {
     const nonce = randomBytes(6).toString('hex');
     const ctx = writeTree(join(work.path, 'ctx-sigint'), {
-      Dockerfile: `ARG BASE\nFROM \${BASE}\nRUN echo "sleeping-${nonce}" && sleep 600\n`,
+      // The output line differs from the step's name, so seeing it means the container really runs.
+      Dockerfile: `ARG BASE\nFROM \${BASE}\nRUN echo "sleeping-$((40+2))-${nonce}" && sleep 600\n`,
     });
     const child = spawnClient(buildctlBin, buildctl(ctx, []));
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     try {
-      const seen = await settle(async () => (stderr.includes(`sleeping-${nonce}`) ? undefined : 'waiting'), 240);
+      const seen = await settle(async () => (stderr.includes(`sleeping-42-${nonce}`) ? undefined : 'waiting'), 240);
       assert.equal(seen, undefined, `the RUN step never started:\n${stderr}`);
+      assert.ok((await ourContainers()).length > 0, 'the RUN container is listed by runc while it runs');
       child.kill('SIGINT');
       const res = await child;
       assert.notEqual(res.exitCode, 0);
@@ -257,9 +267,7 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     }
     const left = await settle(async () => {
       const problems: string[] = [];
-      const rl = await execa('runc', ['list', '--format', 'json'], { reject: false });
-      const list = (JSON.parse(String(rl.stdout).trim() || 'null') ?? []) as { id: string; bundle: string }[];
-      for (const c of list) if (c.bundle.startsWith(root)) problems.push(`container ${c.id} (${c.bundle})`);
+      for (const c of await ourContainers()) problems.push(`container ${c}`);
       for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) if (line.includes(root)) problems.push(`mount ${line}`);
       const lo = await execa('losetup', ['-a'], { reject: false });
       for (const line of String(lo.stdout).split('\n')) if (line.includes(root)) problems.push(`loop ${line}`);
@@ -281,13 +289,18 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     ]);
     assert.equal(a.exitCode, 0, a.stderr);
     assert.equal(b.exitCode, 0, b.stderr);
-    await withPulledImage(refA, join(work.path, 'pull-a'), async (rootfs) => {
+    const sharedLayer: string[] = [];
+    await withPulledImage(refA, join(work.path, 'pull-a'), async (rootfs, manifest) => {
       assert.equal(readFileSync(join(rootfs, 'which.txt'), 'utf8'), 'a\n');
       assert.equal(readFileSync(join(rootfs, 'shared.txt'), 'utf8'), `shared-${nonce}\n`);
+      sharedLayer.push(manifest.layers[1]!.digest);
     });
-    await withPulledImage(refB, join(work.path, 'pull-b'), async (rootfs) => {
+    await withPulledImage(refB, join(work.path, 'pull-b'), async (rootfs, manifest) => {
       assert.equal(readFileSync(join(rootfs, 'which.txt'), 'utf8'), 'b\n');
       assert.equal(readFileSync(join(rootfs, 'shared.txt'), 'utf8'), `shared-${nonce}\n`);
+      sharedLayer.push(manifest.layers[1]!.digest);
     });
+    // The identical step ran once for both builds: both images carry the very same layer.
+    assert.equal(sharedLayer[0], sharedLayer[1]);
   });
 });

@@ -5,3 +5,6 @@ export { LocalDirContexts, FileSecrets, type ContextProvider, type SecretProvide
 export { localContentHasher } from './content-hash.js';
 export { isLayersResult, type BuildResult, type LayersResult, type LocalResult, type DirResult } from './result.js';
 export { runOnWritableDevice, ViewSet } from './step-device.js';
+export { StoreCheckedIndex } from './checked-index.js';
+export { PlainProgress, humanBytes } from './progress.js';
+export { exportImageFrom, historyForLayers } from './image-output.js';
