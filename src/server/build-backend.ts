@@ -180,7 +180,7 @@ export class ObdkitBuildBackend implements BuildBackend {
       onLayer: (v, o) => {
         const s = o.stats;
         const text = o.layer
-          ? `layer ${o.layer.digest} ${humanBytes(o.layer.size)} (overlaybd; ${humanBytes(s.identicalBytes)} unchanged of ${humanBytes(s.writtenBytes)} written dropped)\n`
+          ? `layer ${o.layer.digest} ${humanBytes(o.layer.size)} overlaybd (of ${humanBytes(s.writtenBytes)} written, ${humanBytes(s.identicalBytes)} unchanged and dropped)\n`
           : `no changes, no layer\n`;
         const e: ProgressEvent = { type: 'log', vertex: v.id, name: v.name, inputs: v.inputs, key: '', time: new Date(), stream: 1, data: Buffer.from(text) };
         feed(e);
@@ -386,5 +386,7 @@ export async function makeBackend(opts: ServeOptions): Promise<ObdkitBuildBacken
   }
   if (opts.config.worker.device !== 'fuse') throw new ObdkitError('ECONFIG', `worker.device = "${opts.config.worker.device}" is not available here; use "fuse"`, { field: 'worker.device' });
   const service = await BuildService.open({ root: opts.root, maxParallelism: opts.config.worker.maxParallelism, registries: regs });
+  // Work dirs of builds a previous daemon did not finish: nothing can name them any more.
+  await rm(join(service.store.workDir, 'builds'), { recursive: true, force: true });
   return new ObdkitBuildBackend(service);
 }

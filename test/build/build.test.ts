@@ -5,7 +5,7 @@
 // must report its command, exit code and output, and a secret must reach RUN but no layer blob.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, readdirSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, rmSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -204,6 +204,18 @@ describe('obdkit build', { skip }, () => {
     assert.ok(listing.includes('index.json'));
     assert.ok(listing.includes('oci-layout'));
     assert.ok(listing.some((l) => l.startsWith('blobs/sha256/')));
+  });
+
+  test('a cached step whose blob left the store runs again', async () => {
+    const ctx = join(repoRoot, 'testdata/build/scratch');
+    const out = join(work.path, 'scratch-again');
+    const before = await build(ctx, `type=local,dest=${out}-0`);
+    assert.equal(before.ran, 0);
+    const blobs = join(root, 'blobs', 'sha256');
+    for (const b of readdirSync(blobs)) rmSync(join(blobs, b));
+    const again = await build(ctx, `type=local,dest=${out}`);
+    assert.ok(again.ran >= 2);
+    assert.equal(readFileSync(join(out, 'dir/again.txt'), 'utf8'), 'hello from scratch\n');
   });
 
   test('an overlaybd base is used as is, without conversion', async () => {

@@ -190,6 +190,12 @@ describe('obdkit serve builds with the real clients', { skip }, () => {
     assert.match(b.stderr, /layers are overlaybd blobs .*compression=zstd does not apply/);
     const digest = await manifestDigest(ref);
     assert.ok(b.stderr.includes(digest), 'the client shows the pushed digest');
+    // A subrequest (`--call`) answers from the Dockerfile without building.
+    const call = await run(buildxBin, ['--builder', 'obde2e', 'build', '--call', 'targets,format=json', ctx], env);
+    assert.equal(call.exitCode, 0, call.stderr);
+    const targets = (JSON.parse(call.stdout) as { targets: { default?: boolean }[] }).targets;
+    assert.equal(targets.length, 1);
+    assert.equal(targets[0]!.default, true);
     await checkPushed(ref, join(work.path, 'pull-buildx'), (rootfs) => {
       assert.equal(readFileSync(join(rootfs, 'secret-was-there'), 'utf8'), 'seen\n');
       assert.equal(readFileSync(join(rootfs, 'buildx.txt'), 'utf8'), 'done\n');

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { log } from '../../src/util/log.js';
 import { FuseLoopSnapshotter } from '../device/fuse-loop-snapshotter.js';
 import type { LowerSpec } from '../device/lower-source.js';
+import { RegistryFetcher, type RemoteFetchSettings } from '../device/registry-fetcher.js';
 import type { DeviceHandle } from '../device/snapshotter.js';
 import { cleanupStale } from './teardown.js';
 
@@ -15,6 +16,8 @@ export interface DaemonRequest {
   lowers: LowerSpec[];
   writableDir?: string;
   workers?: number;
+  /** Settings of the registry reads, for lowers of kind 'remote'. */
+  remote?: RemoteFetchSettings;
 }
 
 export type DaemonReply = { ok: true; handle: DeviceHandle; pid: number } | { ok: false; error: string };
@@ -24,7 +27,8 @@ async function main(): Promise<void> {
   if (!runDir || !requestFile) throw new Error('usage: daemon.js RUN_DIR REQUEST_JSON');
   const req = JSON.parse(readFileSync(requestFile, 'utf8')) as DaemonRequest;
   await cleanupStale(runDir);
-  const snap = new FuseLoopSnapshotter(req.workers !== undefined ? { runDir, workers: req.workers } : { runDir });
+  const remote = req.lowers.some((l) => l.kind === 'remote') ? new RegistryFetcher(req.lowers, req.remote ?? {}) : undefined;
+  const snap = new FuseLoopSnapshotter({ runDir, ...(req.workers !== undefined ? { workers: req.workers } : {}), ...(remote ? { remote } : {}) });
   let stopping = false;
   const stop = (sig: string) => {
     if (stopping) return;
@@ -32,6 +36,7 @@ async function main(): Promise<void> {
     log.info({ sig }, 'stopping device');
     snap
       .close()
+      .then(() => remote?.close())
       .then(() => process.exit(0))
       .catch((err: unknown) => {
         log.error({ err: err instanceof Error ? err.message : String(err) }, 'teardown failed');
@@ -44,10 +49,12 @@ async function main(): Promise<void> {
     const handle = req.writableDir
       ? await snap.prepare(req.writableDir, req.lowers, { mountpoint: req.mountpoint })
       : await snap.view(req.lowers, { mountpoint: req.mountpoint });
+    remote?.flushStats();
     reply({ ok: true, handle, pid: process.pid });
     log.info({ device: handle.device, mountpoint: handle.mountpoint }, 'device ready');
   } catch (err) {
     reply({ ok: false, error: err instanceof Error ? err.message : String(err) });
+    await remote?.close();
     process.exitCode = 1;
   }
 }
