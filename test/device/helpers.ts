@@ -2,7 +2,7 @@
 // for all device tests so a crashed earlier run is cleaned at start, temp dirs, and small process
 // helpers. Tests touch the mounted filesystems only through child processes: the test process also
 // serves the FUSE device, and its own threads must stay free.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -10,7 +10,10 @@ import { listMounts } from '../../worker/mount/ext4.js';
 import { listLoops } from '../../worker/mount/loop.js';
 import { cleanupStale } from '../../worker/mount/teardown.js';
 
-export const TEST_RUN_DIR = join(tmpdir(), 'obdkit-device-test-run');
+// One run dir per test process under a common parent: a crashed earlier run (its pid gone) is cleaned at
+// start, while a run going on at the same time in another checkout is left alone.
+const RUN_PARENT = join(tmpdir(), 'obdkit-device-test-run');
+export const TEST_RUN_DIR = join(RUN_PARENT, String(process.pid));
 
 export function skipReason(): string | false {
   if (process.getuid?.() !== 0) return 'device tests need root (mount, losetup)';
@@ -28,8 +31,22 @@ export function tempDir(prefix: string): { path: string; cleanup(): void } {
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function cleanAll(): Promise<void> {
-  await cleanupStale(TEST_RUN_DIR);
+  mkdirSync(TEST_RUN_DIR, { recursive: true });
+  for (const name of readdirSync(RUN_PARENT)) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || (pid !== process.pid && alive(pid))) continue;
+    await cleanupStale(join(RUN_PARENT, name));
+  }
 }
 
 /**

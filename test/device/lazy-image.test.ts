@@ -6,6 +6,7 @@
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { commitLayer } from '../../src/overlaybd/commit.js';
@@ -19,9 +20,12 @@ import type { LowerSpec } from '../../worker/device/lower-source.js';
 import { RegistryFetcher } from '../../worker/device/registry-fetcher.js';
 import type { PairPaths } from '../../worker/device/rw-pair.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
-import { cleanAll, leftovers, sh, skipReason, tempDir, TEST_RUN_DIR } from './helpers.js';
+import { cleanupStale } from '../../worker/mount/teardown.js';
+import { leftovers, sh, skipReason, tempDir } from './helpers.js';
 
 const skip = skipReason();
+// A run dir of its own: other device tests may be serving devices in the shared one meanwhile.
+const RUN_DIR = join(tmpdir(), 'obdkit-lazy-test-run');
 const BIN = new URL('../../../bin/obdkit.js', import.meta.url).pathname;
 const SMALL_TEXT = 'hello from the bottom layer\n';
 const NOTE_TEXT = 'note rewritten by the top layer\n';
@@ -45,13 +49,13 @@ function fetchedOf(stdout: string, when: string): { fetched: number; total: numb
 
 /** For finally blocks: a failed test must not leave its daemon serving (cleanAll only removes dead ones). */
 async function umountQuietly(mp: string): Promise<void> {
-  if ((await sh(`grep -c " ${mp} " /proc/mounts || true`)) !== '0') await obdkit('umount', '--run-dir', TEST_RUN_DIR, mp);
+  if ((await sh(`grep -c " ${mp} " /proc/mounts || true`)) !== '0') await obdkit('umount', '--run-dir', RUN_DIR, mp);
 }
 
 async function nothingLeft(mp: string): Promise<void> {
-  assert.deepEqual(await leftovers(), []);
+  assert.deepEqual(await leftovers(RUN_DIR), []);
   assert.equal(await sh(`grep -c " ${mp} " /proc/mounts || true`), '0');
-  assert.equal(await sh(`losetup -a | grep -c "${TEST_RUN_DIR}" || true`), '0');
+  assert.equal(await sh(`losetup -a | grep -c "${RUN_DIR}" || true`), '0');
 }
 
 /** Seals an RW pair the way the build does: commit, ZFile (lz4, 4 KiB), one-file tar. */
@@ -106,11 +110,11 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
   const blobs: { path: string; digest: string; size: number }[] = [];
 
   before(async () => {
-    await cleanAll();
+    await cleanupStale(RUN_DIR);
     work = tempDir('lazy');
     reg = await startRegistry();
     ref = `${reg.host}/lazy/app:v1`;
-    const snap = new FuseLoopSnapshotter({ runDir: TEST_RUN_DIR, workers: 2 });
+    const snap = new FuseLoopSnapshotter({ runDir: RUN_DIR, workers: 2 });
     try {
       const b0 = join(work.path, 'layer0.tar');
       const r0 = await layerStep(
@@ -146,7 +150,7 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
   });
 
   after(async () => {
-    await cleanAll();
+    await cleanupStale(RUN_DIR);
     await reg?.stop();
     work?.cleanup();
   });
@@ -162,10 +166,10 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
       const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [blobs[1]!.digest] } }));
       const configDesc = { mediaType: MediaType.ociConfig, digest: sha256Digest(config), size: config.length };
       const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: configDesc, layers: [{ mediaType: MediaType.ociLayerTar, digest: blobs[1]!.digest, size: blobs[1]!.size }] }));
-      await pushImage(client, parseReference(`${reg.host}/lazy/plain:v1`), { manifest, mediaType: MediaType.ociManifest, blobs: [{ descriptor: configDesc, source: bufferSource(config) }] });
-      await assert.rejects(resolveImageLowers(client, parseReference(`${reg.host}/lazy/plain:v1`), { cacheDir: join(work.path, 'unused-cache') }), /not an overlaybd image.*obdkit build/);
+      await pushImage(client, parseReference(`${reg.host}/lazy/app:plain`), { manifest, mediaType: MediaType.ociManifest, blobs: [{ descriptor: configDesc, source: bufferSource(config) }] });
+      await assert.rejects(resolveImageLowers(client, parseReference(`${reg.host}/lazy/app:plain`), { cacheDir: join(work.path, 'unused-cache') }), /not an overlaybd image.*obdkit build/);
       const mp = join(work.path, 'mnt-plain');
-      const r = await obdkit('mount', '--run-dir', TEST_RUN_DIR, `${reg.host}/lazy/plain:v1`, mp);
+      const r = await obdkit('mount', '--run-dir', RUN_DIR, `${reg.host}/lazy/app:plain`, mp);
       assert.notEqual(r.exitCode, 0);
       assert.match(r.stderr, /not an overlaybd image/);
     } finally {
@@ -201,13 +205,13 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
     const mp = join(work.path, 'mnt-ro');
     const cache = join(work.path, 'cache-ro');
     try {
-      const out = await mustObdkit('mount', '--run-dir', TEST_RUN_DIR, '--cache-dir', cache, ref, mp);
+      const out = await mustObdkit('mount', '--run-dir', RUN_DIR, '--cache-dir', cache, ref, mp);
       const atMount = fetchedOf(out, 'mounted');
       assert.equal(await sh(`cat ${mp}/small.txt`), SMALL_TEXT.trimEnd());
       assert.equal(await sh(`cat ${mp}/note.txt`), NOTE_TEXT.trimEnd());
       assert.equal(await sh(`stat -c %s ${mp}/data/r2 ${mp}/data/top`), '20000000\n3000000');
       assert.match(await sh(`touch ${mp}/x 2>&1 || true`), /Read-only file system/);
-      const gone = await mustObdkit('umount', '--run-dir', TEST_RUN_DIR, mp);
+      const gone = await mustObdkit('umount', '--run-dir', RUN_DIR, mp);
       const atUmount = fetchedOf(gone, 'unmounted');
       t.diagnostic(`image blobs ${atUmount.total} bytes; fetched ${atMount.fetched} bytes to mount, ${atUmount.fetched} bytes in all`);
       assert.equal(atUmount.total, blobs[0]!.size + blobs[1]!.size);
@@ -217,7 +221,7 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
       await nothingLeft(mp);
     } finally {
       await umountQuietly(mp);
-      await cleanAll();
+      await cleanupStale(RUN_DIR);
     }
   });
 
@@ -226,22 +230,22 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
     const w = join(work.path, 'rw');
     const out = join(work.path, 'layer2.tar');
     try {
-      await mustObdkit('mount', '--run-dir', TEST_RUN_DIR, '--cache-dir', join(work.path, 'cache-rw'), '--writable', w, ref, mp);
+      await mustObdkit('mount', '--run-dir', RUN_DIR, '--cache-dir', join(work.path, 'cache-rw'), '--writable', w, ref, mp);
       await sh(`echo written-over-the-image > ${mp}/new.txt && cat ${mp}/small.txt > ${mp}/copy.txt && sync -f ${mp}`);
-      await mustObdkit('umount', '--run-dir', TEST_RUN_DIR, mp);
+      await mustObdkit('umount', '--run-dir', RUN_DIR, mp);
       await nothingLeft(mp);
       // DATA INDEX spelled out: commander cannot parse the `DIR OUT` form of `<data> [index] <out>`.
       await mustObdkit('layer', 'commit', join(w, 'writable_data'), join(w, 'writable_index'), out, '--tar');
       assert.ok(existsSync(out));
       await mustObdkit('layer', 'verify', out);
       // The committed layer stacks on the image's own blobs, here as local files.
-      await mustObdkit('mount', '--run-dir', TEST_RUN_DIR, blobs[0]!.path, blobs[1]!.path, out, mp);
+      await mustObdkit('mount', '--run-dir', RUN_DIR, blobs[0]!.path, blobs[1]!.path, out, mp);
       assert.equal(await sh(`cat ${mp}/new.txt ${mp}/copy.txt`), `written-over-the-image\n${SMALL_TEXT.trimEnd()}`);
-      await mustObdkit('umount', '--run-dir', TEST_RUN_DIR, mp);
+      await mustObdkit('umount', '--run-dir', RUN_DIR, mp);
       await nothingLeft(mp);
     } finally {
       await umountQuietly(mp);
-      await cleanAll();
+      await cleanupStale(RUN_DIR);
     }
   });
 
@@ -249,18 +253,18 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
   test('a registry that goes away mid-read gives the reader EIO, not a hang', async () => {
     const mp = join(work.path, 'mnt-gone');
     try {
-      await mustObdkit('mount', '--run-dir', TEST_RUN_DIR, '--cache-dir', join(work.path, 'cache-gone'), '--fetch-timeout', '10000', ref, mp);
+      await mustObdkit('mount', '--run-dir', RUN_DIR, '--cache-dir', join(work.path, 'cache-gone'), '--fetch-timeout', '10000', ref, mp);
       assert.equal(await sh(`cat ${mp}/small.txt`), SMALL_TEXT.trimEnd());
       await reg.stop();
       // The guard only catches a hang; the fetch deadline (10 s, plus retries inside it) ends the read first.
       const r = await sh(`{ cat ${mp}/data/r3 > /dev/null; } 2>&1 || echo "rc=$?"`, 150_000);
       assert.match(r, /Input\/output error/);
       assert.match(r, /rc=1/);
-      await mustObdkit('umount', '--run-dir', TEST_RUN_DIR, mp);
+      await mustObdkit('umount', '--run-dir', RUN_DIR, mp);
       await nothingLeft(mp);
     } finally {
       await umountQuietly(mp);
-      await cleanAll();
+      await cleanupStale(RUN_DIR);
     }
   });
 });
