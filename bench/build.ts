@@ -25,7 +25,7 @@ import { DEFAULT_ROOT } from '../src/store/content-store.js';
 import { freePort, startRegistry, type RunningRegistry } from '../test/helpers/registry.js';
 import { Buildkitd, type BuildctlOutcome } from './lib/buildkitd.js';
 import { withCleanup } from './lib/cleanup.js';
-import { removeObdkitRoot, runObdkitBuild, type ObdkitOutcome } from './lib/obdkit-build.js';
+import { removeObdkitRoot, runObdkitBuild, snapshotProgram, type ObdkitOutcome } from './lib/obdkit-build.js';
 import { inspectPushed, layerDigests, type PushedImage } from './lib/pushed-image.js';
 import type { StepTime } from './lib/progress-steps.js';
 import { megabytes, ratio, secondsSummary } from './lib/stats.js';
@@ -118,7 +118,7 @@ async function buildkitdRound(o: { binDir: string; work: string; logs: string; r
   return out;
 }
 
-async function obdkitRound(o: { work: string; logs: string; reg: RunningRegistry; client: RegistryClient; context: string; base: string; baseLayers: string[]; round: number; timeoutMs: number }): Promise<ObdkitRound> {
+async function obdkitRound(o: { program: string; work: string; logs: string; reg: RunningRegistry; client: RegistryClient; context: string; base: string; baseLayers: string[]; round: number; timeoutMs: number }): Promise<ObdkitRound> {
   const root = await mkdtemp(join(o.work, `obdkit-${o.round}-`));
   const name = `${o.reg.host}/dadi-build:obdkit-${o.round}`;
   const out: ObdkitRound = {};
@@ -126,7 +126,7 @@ async function obdkitRound(o: { work: string; logs: string; reg: RunningRegistry
     () => removeObdkitRoot(root),
     async () => {
       const build = (phase: string): Promise<ObdkitOutcome> =>
-        runObdkitBuild({ repo: REPO, root, context: o.context, buildArgs: { BASE: o.base }, name, timeoutMs: o.timeoutMs, logFile: join(o.logs, `obdkit-${o.round}-${phase}.log`) });
+        runObdkitBuild({ repo: o.program, root, context: o.context, buildArgs: { BASE: o.base }, name, timeoutMs: o.timeoutMs, logFile: join(o.logs, `obdkit-${o.round}-${phase}.log`) });
       say(`  obdkit cold (load ${load()}) ...`);
       const cold = await build('cold');
       out.coldDetail = cold;
@@ -248,6 +248,7 @@ async function main(): Promise<void> {
       const context = join(work, 'context');
       await mkdir(context);
       for (const f of CONTEXT_FILES) await copyFile(join(benchDir, f), join(context, f));
+      const program = await snapshotProgram(REPO, join(work, 'program'));
 
       const reg = await startRegistry();
       const client = new RegistryClient({ dockerConfig: false });
@@ -270,7 +271,7 @@ async function main(): Promise<void> {
           say(`${a.runs} round(s), cold then warm per builder, timeout ${a.timeoutMs / 1000} s per build; load average at start ${startLoad}; logs in ${logs}`);
           let obdkitBroken = false;
           for (let r = 0; r < a.runs; r++) {
-            const common = { work, logs, reg, client, context, base, baseLayers, round: r + 1, timeoutMs: a.timeoutMs };
+            const common = { program, work, logs, reg, client, context, base, baseLayers, round: r + 1, timeoutMs: a.timeoutMs };
             const order = r % 2 === 0 ? (['buildkitd', 'obdkit'] as const) : (['obdkit', 'buildkitd'] as const);
             const active = order.filter((w) => (w === 'buildkitd' ? !a.skipBuildkitd : !a.skipObdkit && !obdkitBroken));
             if (active.length === 0) break;

@@ -4,16 +4,37 @@
 // discards over nothing), and on failure the step that failed. Cleanup tears down any device a
 // killed build left under the root before removing it. Neighbours: proc.ts, mounts.ts.
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { cp, mkdir, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
 import { cleanupStale } from '../../worker/mount/teardown.js';
 import { mountsUnder, unmountUnder } from './mounts.js';
 import { runTimed, tail, type RunResult } from './proc.js';
 import { parseStepTimes, type StepTime } from './progress-steps.js';
 
+/**
+ * A private copy of the compiled program (dist/, bin/, package.json; node_modules linked), so that
+ * rebuilding the repository while a bench runs cannot swap modules under a running build. Returns the
+ * directory to pass as `ObdkitBuild.repo`.
+ */
+export async function snapshotProgram(repo: string, dest: string): Promise<string> {
+  // A copy taken while the compiler is writing dist/ can be half old, half new: check that the whole
+  // command line loads, and copy again if it does not.
+  for (let attempt = 1; ; attempt++) {
+    await rm(dest, { recursive: true, force: true });
+    await mkdir(dest, { recursive: true });
+    for (const p of ['dist', 'bin', 'package.json']) await cp(join(repo, p), join(dest, p), { recursive: true });
+    await symlink(join(repo, 'node_modules'), join(dest, 'node_modules'));
+    const probe = await execa(process.execPath, [join(dest, 'bin', 'obdkit.js'), '--version'], { reject: false, timeout: 60_000 });
+    if (probe.exitCode === 0) return dest;
+    if (attempt === 3) throw new Error(`the compiled program does not load: ${tail(probe.stderr, 5)}`);
+    await sleep(10_000);
+  }
+}
+
 export interface ObdkitBuild {
-  /** The repository root (holds bin/obdkit.js). */
+  /** The program's root (holds bin/obdkit.js): the repository or a snapshotProgram copy. */
   repo: string;
   root: string;
   context: string;

@@ -5,6 +5,9 @@
 //   tar / local       → the final rootfs as a tar file or a directory, read from a read-only view
 // Destinations here are local paths; the server writes to a temporary file and streams it to the
 // client. Layers are always overlaybd blobs: compression choices of an output are noted, not applied.
+// `obdkit build --output k=v,...` names its output as text with a local `dest`: parseOutputSpec reads
+// it through the same parseOutput, and writeLocalOutput performs it, saying what it did in one line.
+import { resolve } from 'node:path';
 import type { RegistryHostOptions } from '../registry/client.js';
 import type { CredentialProvider } from '../registry/credentials.js';
 import { parseReference } from '../registry/reference.js';
@@ -19,10 +22,30 @@ import { ViewSet } from '../../worker/build/step-device.js';
 import type { BuildService } from './service.js';
 import type { BuiltImage } from './run-build.js';
 
+/** An image to assemble, name and maybe push; `oci`: OCI media types rather than Docker's. */
+export interface ImageOutput {
+  type: 'image';
+  names: string[];
+  push: boolean;
+  insecure: boolean;
+  oci: boolean;
+}
+
+/** An image archive file: an OCI layout (`oci`) or `docker save` format (`docker`). */
+export interface ArchiveOutput {
+  type: 'oci' | 'docker';
+  names: string[];
+  oci: boolean;
+}
+
+/** An exporter as a BuildKit client asks for it; `ignored` lists attributes that do not apply. */
 export type OutputSpec =
-  | { type: 'image'; names: string[]; push: boolean; insecure: boolean; oci: boolean; ignored: string[] }
-  | { type: 'oci' | 'docker'; names: string[]; oci: boolean; ignored: string[] }
+  | (ImageOutput & { ignored: string[] })
+  | (ArchiveOutput & { ignored: string[] })
   | { type: 'tar' | 'local'; ignored: string[] };
+
+/** `--output` of `obdkit build`: an image by name, or a file or directory `dest` on this machine. */
+export type LocalOutputSpec = ImageOutput | { type: 'oci' | 'docker' | 'tar' | 'local'; dest: string };
 
 /** Attributes that ask for a layer encoding; overlaybd layers are written the same whatever they say. */
 const ENCODING_ATTRS = ['compression', 'compression-level', 'force-compression', 'estargz'];
@@ -59,6 +82,35 @@ export function parseOutput(type: string, attrs: Record<string, string>): Output
   }
 }
 
+/** Splits `k=v,k=v` (a value may be quoted to hold commas). */
+export function parseKeyValues(spec: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const parts = spec.match(/(?:[^,"]+|"[^"]*")+/g) ?? [];
+  for (const p of parts) {
+    const i = p.indexOf('=');
+    if (i < 0) throw new ObdkitError('EUSAGE', `expected key=value in ${JSON.stringify(spec)}, got ${JSON.stringify(p)}`);
+    out[p.slice(0, i).trim()] = p.slice(i + 1).trim().replace(/^"|"$/g, '');
+  }
+  return out;
+}
+
+/**
+ * `type=image,name=REF[,push=true][,registry.insecure=true][,oci-mediatypes=false]` or
+ * `type=oci|docker|tar|local,dest=PATH` (no type: `image`). An image must be named here: the command
+ * prints its digest, and without a name or push nothing outside the store would hold it.
+ */
+export function parseOutputSpec(text: string): LocalOutputSpec {
+  const kv = parseKeyValues(text);
+  const spec = parseOutput(kv['type'] ?? 'image', kv);
+  if (spec.type === 'image') {
+    if (spec.names.length === 0) throw new ObdkitError('EUSAGE', 'type=image needs name=REF');
+    return { type: 'image', names: spec.names, push: spec.push, insecure: spec.insecure, oci: spec.oci };
+  }
+  const dest = kv['dest'];
+  if (!dest) throw new ObdkitError('EUSAGE', `type=${spec.type} needs dest=PATH`);
+  return { type: spec.type, dest };
+}
+
 /** The image manifest, config and layer blobs of a built result. */
 export function assembleBuilt(service: BuildService, built: BuiltImage, oci: boolean): ExportImage {
   return exportImageFrom(service.store, built.chain, built.image, built.platform, { oci });
@@ -74,7 +126,7 @@ export interface PushedImage {
 export async function exportToRegistry(
   service: BuildService,
   built: BuiltImage,
-  spec: Extract<OutputSpec, { type: 'image' }>,
+  spec: ImageOutput,
   credentials?: CredentialProvider,
 ): Promise<PushedImage> {
   const image = assembleBuilt(service, built, spec.oci);
@@ -93,7 +145,7 @@ export async function exportToRegistry(
 export async function writeImageArchive(
   service: BuildService,
   built: BuiltImage,
-  spec: Extract<OutputSpec, { type: 'oci' | 'docker' }>,
+  spec: ArchiveOutput,
   dest: string,
 ): Promise<ExportImage> {
   const image = assembleBuilt(service, built, spec.oci);
@@ -115,4 +167,38 @@ export async function withRootfs<T>(service: BuildService, built: BuiltImage, fn
 /** `type=tar` (a file) or `type=local` (a directory): the final rootfs. */
 export async function writeRootfs(service: BuildService, built: BuiltImage, kind: 'tar' | 'local', dest: string): Promise<void> {
   await withRootfs(service, built, (rootfs) => (kind === 'tar' ? writeRootfsTar(rootfs, dest) : exportLocal(rootfs, dest)));
+}
+
+/**
+ * Performs an `obdkit build --output` and says what it did through `say` (one line each). Returns the
+ * image manifest digest, when the output is an image.
+ */
+export async function writeLocalOutput(
+  service: BuildService,
+  built: BuiltImage,
+  out: LocalOutputSpec,
+  say: (line: string) => void,
+): Promise<string | undefined> {
+  switch (out.type) {
+    case 'image': {
+      const { image, pushed } = await exportToRegistry(service, built, out);
+      const digest = image.manifestDescriptor.digest;
+      if (!out.push) say(`image ${digest} built (not pushed: add push=true)\n`);
+      for (const p of pushed) say(`pushed ${p.name}@${p.digest}\n`);
+      return digest;
+    }
+    case 'oci':
+    case 'docker': {
+      // The flag names no image inside the archive; media types follow the archive kind, as parseOutput's default.
+      const image = await writeImageArchive(service, built, { type: out.type, names: [], oci: out.type === 'oci' }, resolve(out.dest));
+      const digest = image.manifestDescriptor.digest;
+      say(`wrote ${out.type === 'oci' ? 'OCI layout' : 'Docker'} archive ${out.dest} (${digest})\n`);
+      return digest;
+    }
+    case 'tar':
+    case 'local':
+      await writeRootfs(service, built, out.type, resolve(out.dest));
+      say(`exported rootfs to ${out.dest}\n`);
+      return undefined;
+  }
 }

@@ -3,12 +3,14 @@
 // and the solver makes identical steps of concurrent builds run once). Per-build parts — where the build
 // context comes from, secrets, registry credentials, progress — are passed to each build (run-build.ts).
 // The solver's content hasher is process-wide, but contexts belong to one build: the build that asks is
-// found through an AsyncLocalStorage scope that run-build.ts opens around each solve.
+// found through an AsyncLocalStorage scope that run-build.ts opens around each solve. Cache hits are
+// checked against the content store, so a step whose blobs were removed runs again.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Solver } from '../solver/solver.js';
+import { FileCacheIndex } from '../solver/cache-index.js';
 import type { ContentRequest } from '../solver/cache-key.js';
 import { RegistryClient, type RegistryHostOptions } from '../registry/client.js';
 import type { CredentialProvider } from '../registry/credentials.js';
@@ -18,6 +20,7 @@ import { FuseLoopSnapshotter } from '../../worker/device/fuse-loop-snapshotter.j
 import { cleanupStale } from '../../worker/mount/teardown.js';
 import { localContentHasher } from '../../worker/build/content-hash.js';
 import type { ContextProvider } from '../../worker/build/providers.js';
+import { StoreCheckedIndex } from '../../worker/build/checked-index.js';
 import type { BuildResult } from '../../worker/build/result.js';
 
 /** Per-registry settings, as `obdkit serve`'s config file or CLI flags give them. */
@@ -56,10 +59,15 @@ export class BuildService {
     const hasher = async (req: ContentRequest): Promise<string> => {
       const contexts = this.scope.getStore();
       if (!contexts) throw new ObdkitError('EHASH', 'local content hashed outside of a build', { step: req.source.name });
-      return localContentHasher(contexts)(req);
+      // The temporary path is where an unpinned `ADD <url>` is downloaded to be keyed by its content.
+      return localContentHasher(contexts, () => this.store.tmpPath('hash'))(req);
     };
     const n = opts.maxParallelism && opts.maxParallelism > 0 ? opts.maxParallelism : availableParallelism();
-    this.solver = new Solver<BuildResult>({ stateRoot: this.store.stateDir, concurrency: n, contentHasher: hasher });
+    this.solver = new Solver<BuildResult>({
+      index: new StoreCheckedIndex(new FileCacheIndex<BuildResult>(this.store.stateDir), this.store),
+      concurrency: n,
+      contentHasher: hasher,
+    });
   }
 
   /** Opens the state root, first tearing down devices a previous process left behind. */

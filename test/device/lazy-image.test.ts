@@ -177,26 +177,40 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
     }
   });
 
-  test('the fetcher fetches an identical in-flight range once and serves repeats from its disk cache', async () => {
+  test('the fetcher fetches an identical in-flight range once and serves repeats from memory, then from its disk cache', async () => {
     const client = new RegistryClient();
-    const img = await resolveImageLowers(client, parseReference(ref), { cacheDir: join(work.path, 'fetcher-cache') });
-    const f = new RegistryFetcher(img.lowers, { client });
+    const cacheDir = join(work.path, 'fetcher-cache');
+    const img = await resolveImageLowers(client, parseReference(ref), { cacheDir });
+    const spec = img.lowers[0]!;
+    const want = readFileSync(blobs[0]!.path);
     try {
-      const spec = img.lowers[0]!;
-      const [a, b] = await Promise.all([f.fetch(spec, 4096, 8192), f.fetch(spec, 4096, 8192)]);
-      assert.ok(a.equals(b));
-      assert.ok(a.equals(readFileSync(blobs[0]!.path).subarray(4096, 4096 + 8192)));
-      let c = f.counters();
-      assert.equal(c.requests, 2);
-      assert.equal(c.sharedRequests, 1);
-      assert.equal(c.networkRequests, 1);
-      assert.equal(c.imageBytes, img.totalBytes);
-      await f.fetch(spec, 0, 4096);
-      c = f.counters();
-      assert.equal(c.networkRequests, 1, 'the first MiB chunk is on disk by now');
-      assert.equal(c.cacheHitBytes, 4096);
+      const f = new RegistryFetcher(img.lowers, { client });
+      try {
+        const [a, b] = await Promise.all([f.fetch(spec, 4096, 8192), f.fetch(spec, 4096, 8192)]);
+        assert.ok(a.equals(b));
+        assert.ok(a.equals(want.subarray(4096, 4096 + 8192)));
+        let c = f.counters();
+        assert.equal(c.requests, 2);
+        assert.equal(c.sharedRequests, 1);
+        assert.equal(c.networkRequests, 1);
+        assert.equal(c.imageBytes, img.totalBytes);
+        assert.ok((await f.fetch(spec, 0, 4096)).equals(want.subarray(0, 4096)));
+        c = f.counters();
+        assert.equal(c.networkRequests, 1, 'the first chunk is held by now');
+        assert.equal(c.memoryHitBytes, 256 * 1024);
+      } finally {
+        await f.close();
+      }
+      // A new fetcher over the same cache dir (a remount) finds the chunk on disk.
+      const g = new RegistryFetcher(img.lowers, { client });
+      try {
+        assert.ok((await g.fetch(spec, 100_000, 5000)).equals(want.subarray(100_000, 105_000)));
+        assert.equal(g.counters().networkRequests, 0);
+        assert.ok(g.counters().cacheHitBytes > 0);
+      } finally {
+        await g.close();
+      }
     } finally {
-      await f.close();
       await client.close();
     }
   });
@@ -225,7 +239,7 @@ describe('lazy mount of an overlaybd image from a registry', { skip }, () => {
     }
   });
 
-  test('a writable mount over the image ref commits with `obdkit layer commit DIR out.tar --tar`', async () => {
+  test('a writable mount over the image ref commits with `obdkit layer commit` into a layer that stacks on the image', async () => {
     const mp = join(work.path, 'mnt-rw');
     const w = join(work.path, 'rw');
     const out = join(work.path, 'layer2.tar');
