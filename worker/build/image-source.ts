@@ -15,12 +15,12 @@ import { NULL_UUID } from '../../src/overlaybd/uuid.js';
 import { isOverlaybdManifest } from '../../src/oci/overlaybd.js';
 import type { Platform } from '../../src/oci/types.js';
 import type { RegistryClient } from '../../src/registry/client.js';
-import { downloadBlob, openBlob, resolveImage } from '../../src/registry/pull.js';
+import { downloadBlob, resolveImage } from '../../src/registry/pull.js';
 import { parseReference, type ImageReference } from '../../src/registry/reference.js';
 import type { ContentStore } from '../../src/store/content-store.js';
 import type { LayerRecord } from '../../src/store/layer-record.js';
 import { ObdkitError } from '../../src/util/errors.js';
-import { applyLayer } from '../apply/apply-layer.js';
+import { applyLayerFileInWorker } from '../apply/apply-in-worker.js';
 import type { BlockSnapshotter } from '../device/snapshotter.js';
 import { chainId, uuidFromDigest } from '../commit/chain-uuid.js';
 import { sealStep } from '../commit/seal.js';
@@ -110,8 +110,13 @@ async function convertLayer(
     const handle = await snapshotter.prepare(writable, lowers.map((path) => ({ kind: 'file', path })), { mkfs: below.length === 0 });
     let pair;
     try {
-      const stream = await openBlob(deps.registry, ref, digest, size);
-      const applied = await applyLayer(stream, handle.mountpoint, { name: digest });
+      // The source layer is fetched (and its digest verified) into the writable dir first, then applied
+      // by a worker thread: this process also serves the FUSE device under the mount, so its main thread
+      // must never block in syscalls on that filesystem.
+      const source = join(writable, 'source-layer');
+      await downloadBlob(deps.registry, ref, digest, source, size);
+      const applied = await applyLayerFileInWorker(source, handle.mountpoint, { name: digest });
+      await rm(source, { force: true });
       if (applied.diffId !== diffIds[diffIds.length - 1]) {
         throw new ObdkitError('EDIFFID', `layer uncompresses to ${applied.diffId}, the image config says ${diffIds[diffIds.length - 1]}`, { ref: digest });
       }

@@ -217,7 +217,10 @@ export class RegistryFetcher implements RemoteFetcher {
     const extendsRun = !this.memory.has(firstKey) && (this.memory.has(prevKey) || this.loading.has(prevKey));
     if (this.aheadMarks.delete(firstKey) || extendsRun) this.readAhead(blobKey, o, last);
     const parts: Promise<Buffer>[] = [];
-    for (let i = first; i <= last; i++) parts.push(this.chunk(blobKey, o, i));
+    for (let i = first; i <= last; i++) {
+      if (this.memory.has(`${blobKey}#${i}`)) this.counts.memoryHitBytes += Math.min(end, (i + 1) * cs) - Math.max(offset, i * cs);
+      parts.push(this.chunk(blobKey, o, i));
+    }
     const chunks = await Promise.all(parts);
     const out = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     const from = offset - first * cs;
@@ -231,7 +234,6 @@ export class RegistryFetcher implements RemoteFetcher {
     if (held) {
       this.memory.delete(key);
       this.memory.set(key, held);
-      this.counts.memoryHitBytes += held.length;
       return Promise.resolve(held);
     }
     let p = this.loading.get(key);
@@ -258,14 +260,14 @@ export class RegistryFetcher implements RemoteFetcher {
       }
       let j = i;
       while (j + 1 <= top && !this.memory.has(`${blobKey}#${j + 1}`) && !this.loading.has(`${blobKey}#${j + 1}`)) j++;
-      const start = i * o.chunkSize;
-      const run = o.blob.read(start, (j - i + 1) * o.chunkSize);
+      const runFirst = i;
+      const run = o.blob.read(runFirst * o.chunkSize, (j - runFirst + 1) * o.chunkSize);
       // A failed read-ahead is only a missed optimisation; the real read reports its own failure.
       run.catch(() => undefined);
       for (let k = i; k <= j; k++) {
         const key = `${blobKey}#${k}`;
         const p = run.then((buf) => {
-          const chunk = buf.subarray((k - i) * o.chunkSize, (k - i + 1) * o.chunkSize);
+          const chunk = buf.subarray((k - runFirst) * o.chunkSize, (k - runFirst + 1) * o.chunkSize);
           this.remember(key, chunk);
           return chunk;
         });
