@@ -95,10 +95,10 @@ async function main(): Promise<void> {
     rmSync(join(work, 'full.tar'));
     console.log(`image: 1 layer, ${(src.size / MB).toFixed(1)} MB blob; full download ${fullMs.toFixed(0)} ms`);
     console.log('chunk     | mount ms / MB fetched | small file ms / MB | 32 MB file cold ms / MB | warm remount: 32 MB file ms / MB');
-    for (const chunk of chunkSizes) {
-      const cacheDir = join(work, `cache-${chunk}`);
+    for (const [n, chunk] of chunkSizes.entries()) {
+      const cacheDir = join(work, `cache-${n}`);
       mkdirSync(mp, { recursive: true });
-      const statsFile = join(work, `stats-${chunk}.json`);
+      const statsFile = join(work, `stats-${n}.json`);
       const img = await resolveImageLowers(client, ref, { cacheDir });
       const row: string[] = [`${chunk / 1024} KiB`.padEnd(9)];
       const mount = () => startDaemon(runDir, { mountpoint: mp, lowers: img.lowers, remote: { statsFile, chunkBytes: chunk } });

@@ -6,15 +6,9 @@
 import { ObdkitError } from '../util/errors.js';
 import type { JsonValue } from './canonical-json.js';
 
-/** Docker's HEALTHCHECK, durations in nanoseconds as in the config JSON. */
-export interface HealthConfig {
-  Test: string[];
-  Interval?: number;
-  Timeout?: number;
-  StartPeriod?: number;
-  StartInterval?: number;
-  Retries?: number;
-}
+import type { HealthConfig } from '../oci/types.js';
+
+export type { HealthConfig };
 
 /** The `config` object of an image config (Docker's container.Config subset images carry). */
 export interface RuntimeConfig {

@@ -53,6 +53,16 @@ export interface ImageIndex {
   annotations?: Record<string, string>;
 }
 
+/** Docker's HEALTHCHECK as an image config carries it; durations in nanoseconds. */
+export interface HealthConfig {
+  Test: string[];
+  Interval?: number;
+  Timeout?: number;
+  StartPeriod?: number;
+  StartInterval?: number;
+  Retries?: number;
+}
+
 export interface ImageConfig {
   architecture?: string;
   os?: string;

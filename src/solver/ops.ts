@@ -4,6 +4,7 @@
 // progress and errors but never change an id. `cache-key.ts` turns ids into content-aware cache keys,
 // `solver.ts` schedules vertices, and `worker/` gives each op kind its meaning.
 import { createHash } from 'node:crypto';
+import type { HealthConfig } from '../oci/types.js';
 
 export type VertexId = string;
 
@@ -162,14 +163,7 @@ export interface Vertex {
   ignoreCache?: boolean;
 }
 
-export interface HealthConfig {
-  Test: string[];
-  Interval?: number;
-  Timeout?: number;
-  StartPeriod?: number;
-  StartInterval?: number;
-  Retries?: number;
-}
+export type { HealthConfig };
 
 /** The runtime part of an OCI image config, with Docker's field names (what ends up in `config`). */
 export interface ImageRuntimeConfig {

@@ -23,7 +23,7 @@ export const DEFAULT_CACHE_BYTES = 2 * 1024 ** 3;
  */
 export const DEFAULT_CHUNK_BYTES = 256 * 1024;
 /** Chunks fetched ahead of a reader that moves from one chunk to the next. */
-export const READ_AHEAD_CHUNKS = 8;
+export const READ_AHEAD_CHUNKS = 16;
 /** Whole chunks kept in memory. */
 export const MEMORY_CHUNK_BYTES = 64 * 1024 * 1024;
 /** Below the worker's own wait (remote-channel.ts, 60 s), so the fetcher answers first. */
