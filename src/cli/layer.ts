@@ -62,8 +62,8 @@ export function registerLayerCommands(program: Command): void {
     .command('commit')
     .description('seal a writable layer into a layer file (optionally ZFile-compressed and tar-wrapped)')
     .argument('<data>', 'data file, or a writable directory')
-    .argument('[index]', 'index file (omit when <data> is a writable directory)')
-    .argument('<out>', 'output layer file')
+    .argument('<index-or-out>', 'index file; or the output file when <data> is a writable directory')
+    .argument('[out]', 'output layer file')
     .option('--zfile', 'compress as ZFile')
     .option('--algorithm <a>', 'lz4 or zstd', 'lz4')
     .option('--block-size <bytes>', 'ZFile block size (4096..32768)', '4096')
@@ -71,8 +71,9 @@ export function registerLayerCommands(program: Command): void {
     .option('--uuid <uuid>', 'UUID of the new layer')
     .option('--parent-uuid <uuid>', 'UUID of its parent layer')
     .option('--message <m>', 'commit message (user tag, at most 256 bytes)')
-    .action(runAction(async (data: string, index: string | undefined, out: string, o: CommitOpts) => {
-      const pair = resolvePair(data, index);
+    .action(runAction(async (data: string, second: string, third: string | undefined, o: CommitOpts) => {
+      const pair = resolvePair(data, third === undefined ? undefined : second);
+      const out = third ?? second;
       const rw = RwLayer.open(pair.data, pair.index, { readOnly: true });
       try {
         const bytes = commitLayer(rw, {

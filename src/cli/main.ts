@@ -4,6 +4,7 @@ import { registerBaseImageCommand } from './base-image.js';
 import { registerBuildCommand } from './build.js';
 import { registerImageCommands } from './image.js';
 import { registerLayerCommands } from './layer.js';
+import { reportError } from './run.js';
 import { registerMountCommands } from './mount.js';
 import { registerServeCommand } from './serve.js';
 import { makeBackend } from '../server/build-backend.js';
@@ -22,4 +23,9 @@ registerLayerCommands(program);
 registerServeCommand(program, makeBackend);
 registerBaseImageCommand(program);
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  reportError(err);
+  process.exitCode = 1;
+}

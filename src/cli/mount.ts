@@ -81,7 +81,7 @@ interface MountOpts {
 async function resolveSources(args: string[], opts: MountOpts): Promise<{ lowers: LowerSpec[]; images: number }> {
   const sources = args.map(parseMountSource);
   const images = sources.filter((s) => s.kind === 'image').length;
-  if (images === 0) return { lowers: sources.map((s) => (s as Extract<MountSource, { kind: 'layer' }>).spec), images };
+  if (images === 0) return { lowers: sources.flatMap((s) => (s.kind === 'layer' ? [s.spec] : [])), images };
   const hosts: Record<string, RegistryHostOptions> = {};
   for (const h of opts.insecureRegistry) hosts[h] = { insecure: true };
   const client = new RegistryClient({ hosts });

@@ -140,3 +140,21 @@ test('zfile compress output passes overlaybd-zfile --verify and decompresses bac
   assert.notEqual(bad.exitCode, 0);
   assert.match(bad.stderr, /block/i);
 });
+
+test('layer commit takes a writable directory (writable_data + writable_index) and an output', async (t) => {
+  const d = tmp(t);
+  const w = join(d, 'w');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(w);
+  assert.equal((await obdkit(['layer', 'create', join(w, 'writable_data'), join(w, 'writable_index'), '--size', '1'])).exitCode, 0);
+  const bytes = randomBytes(4096);
+  assert.equal((await obdkit(['layer', 'write', join(w, 'writable_data'), join(w, 'writable_index'), '--offset', '8192'], bytes)).exitCode, 0);
+  const out = join(d, 'layer.tar');
+  const c = await obdkit(['layer', 'commit', w, out, '--tar']);
+  assert.equal(c.exitCode, 0, c.stderr);
+  const cat = await obdkit(['layer', 'cat', out, '--offset', '8192', '--length', '4096']);
+  assert.ok(cat.stdout.equals(bytes));
+  const usage = await obdkit(['layer', 'commit', join(d, 'nope'), out]);
+  assert.notEqual(usage.exitCode, 0);
+  assert.match(usage.stderr, /writable directory/);
+});
