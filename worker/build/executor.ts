@@ -9,7 +9,7 @@
 //             a small tree under the store root: inline documents)
 // Steps that leave nothing visible add no layer; metadata-only instructions never reach here.
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rename, rm, utimes } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, rename, rm, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { ExecContext, Executor } from '../../src/solver/solver.js';
 import type { ChownOpt, CopyAction, ExecOp, FileAction, FileOp, Vertex, VertexId } from '../../src/solver/ops.js';
@@ -22,8 +22,12 @@ import { runStep, type RunMount } from '../exec/run-step.js';
 import { copyFilesInWorker } from '../exec/copy-worker.js';
 import { addFiles } from '../exec/add-files.js';
 import { mkdirInRoot, mkfileInRoot } from '../exec/file-actions.js';
+import { resolveInRoot } from '../exec/root-path.js';
 import { download } from '../exec/remote.js';
-import { expandSource } from './glob.js';
+import type { CopyOptions } from '../exec/copy-files.js';
+import { parseChmod } from '../exec/chmod-spec.js';
+import { PatternMatcher } from '../../frontend/dockerignore.js';
+import { expandSource, parentsPivot, planCopy, wildcardBase } from './glob.js';
 import { imageLayers } from './image-source.js';
 import type { ContextProvider, SecretProvider } from './providers.js';
 import { isLayersResult, type BuildResult, type DirResult, type LayersResult } from './result.js';
@@ -217,17 +221,18 @@ export class BuildExecutor implements Executor<BuildResult> {
   }
 
   private async copy(root: string, a: CopyAction, from: BuildResult, views: ViewSet): Promise<void> {
-    // Refused rather than ignored: a silently different tree would be worse than a clear error.
-    if (a.excludes.length > 0) throw new ObdkitError('ENOTSUP', 'COPY --exclude is not supported by this builder yet', { dest: a.dest });
-    if (a.parents) throw new ObdkitError('ENOTSUP', 'COPY --parents is not supported by this builder yet', { dest: a.dest });
     const srcRoot = await this.sourceDir(from, views);
     const sources: string[] = [];
+    const matched: { path: string; pivot: string; base?: string }[] = [];
     for (const s of a.src) {
       const found = a.allowWildcard ? expandSource(srcRoot, s) : [posix.normalize('/' + s)];
       if (found.length === 0 && !a.allowEmptyWildcard) {
         throw new ObdkitError('ENOENT', `no source files were specified for ${s}`, { file: s });
       }
       sources.push(...found);
+      const pivot = parentsPivot(s);
+      const base = a.allowWildcard ? wildcardBase(s) : undefined;
+      for (const path of found) matched.push({ path, pivot, ...(base !== undefined ? { base } : {}) });
     }
     if (sources.length === 0) return;
     const common = {
@@ -242,11 +247,48 @@ export class BuildExecutor implements Executor<BuildResult> {
       dirContents: a.dirContents,
       followSymlinks: a.followSymlinks,
     };
-    if (a.unpack) {
+    if (!a.parents && a.excludes.length === 0) {
+      await this.copyPart(common, a.unpack);
+      return;
+    }
+    // --parents and --exclude become a series of plain copies (and directories made like their sources).
+    let matcher: PatternMatcher;
+    try {
+      matcher = new PatternMatcher(a.excludes);
+    } catch (err) {
+      throw new ObdkitError('EPATTERN', `invalid COPY --exclude pattern: ${(err as Error).message}`, { dest: a.dest, excludes: a.excludes.join(' ') });
+    }
+    if (sources.length > 1 && !a.parents && !a.dest.endsWith('/') && !a.dest.endsWith('/.') && !(await isDir(resolveInRoot(root, posix.normalize('/' + a.dest))))) {
+      // Checked here because the split below could otherwise hand each source to its own copy.
+      throw new ObdkitError('ECOPY', 'when using COPY with more than one source file, the destination must be a directory and end with a /', { dest: a.dest });
+    }
+    const steps = planCopy({
+      srcRoot,
+      sources: matched,
+      dest: a.dest,
+      dirContents: a.dirContents,
+      parents: a.parents,
+      followSymlinks: a.followSymlinks,
+      ...(a.excludes.length > 0 ? { excluded: (rel: string, relToSource: string | undefined) => matcher.matches(rel) || (relToSource !== undefined && matcher.matches(relToSource)) } : {}),
+    });
+    const mode = a.chmod !== undefined ? parseChmod(a.chmod) : undefined;
+    for (const step of steps) {
+      if (step.kind === 'mkdir') {
+        const st = step.like;
+        const chown = a.chown !== undefined ? chownOpt(a.chown).chown! : common.preserveOwnership ? `${st.uid}:${st.gid}` : '0:0';
+        mkdirInRoot({ root, path: step.path, mode: mode ? mode(st.mode, true) : st.mode & 0o7777, parents: true, chown });
+      } else {
+        await this.copyPart({ ...common, sources: step.sources, dest: step.dest, dirContents: step.dirContents }, a.unpack);
+      }
+    }
+  }
+
+  private async copyPart(opts: CopyOptions, unpack: boolean): Promise<void> {
+    if (unpack) {
       await mkdir(join(this.deps.store.workDir, 'add'), { recursive: true });
-      await addFiles({ ...common, tmpDir: join(this.deps.store.workDir, 'add') });
+      await addFiles({ ...opts, tmpDir: join(this.deps.store.workDir, 'add') });
     } else {
-      await copyFilesInWorker(common);
+      await copyFilesInWorker(opts);
     }
   }
 
@@ -260,6 +302,14 @@ export class BuildExecutor implements Executor<BuildResult> {
       case 'layers':
         return views.mount(r);
     }
+  }
+}
+
+async function isDir(p: string): Promise<boolean> {
+  try {
+    return (await lstat(p)).isDirectory();
+  } catch {
+    return false;
   }
 }
 
