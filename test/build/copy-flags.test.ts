@@ -1,14 +1,16 @@
 // COPY --exclude and COPY --parents through `obdkit build`, with real parts: the fixture context in
-// testdata/build/copy-flags is copied aside (so a directory can get a mode git cannot hold), built
+// testdata/build/copy-flags is copied aside (so a directory can get a mode git cannot hold, and a
+// symlink `link-to-src` is added), built
 // FROM scratch and onto a busybox image from a test registry, and the trees are read back from
 // `type=local` outputs.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, cpSync, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { runBuild, type BuildCliOptions } from '../../src/cli/build.js';
 import { repoRoot } from '../helpers/oracle.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
+import { parentsPivot, wildcardBase } from '../../worker/build/glob.js';
 import { pushBusyboxBase, tempDir } from './fixtures.js';
 
 function missingPrerequisite(): string | undefined {
@@ -31,6 +33,23 @@ function files(dir: string): string[] {
   return out.sort();
 }
 
+describe('source path helpers', () => {
+  test('--parents keeps paths below the root, or below a /./ pivot (a leading ./ is no pivot)', () => {
+    assert.equal(parentsPivot('./x/y/*.txt'), '/');
+    assert.equal(parentsPivot('x/y'), '/');
+    assert.equal(parentsPivot('x/./y/*.txt'), '/x');
+    assert.equal(parentsPivot('./a/b/./c'), '/a/b');
+    assert.equal(parentsPivot('/./x'), '/');
+  });
+
+  test('a wildcard pattern starts from its fixed directory', () => {
+    assert.equal(wildcardBase('x/y/*.txt'), '/x/y');
+    assert.equal(wildcardBase('x/*/*'), '/x');
+    assert.equal(wildcardBase('*.txt'), '/');
+    assert.equal(wildcardBase('x/y'), undefined);
+  });
+});
+
 describe('COPY --exclude and --parents', { skip: missingPrerequisite() }, () => {
   let work: ReturnType<typeof tempDir>;
   let reg: RunningRegistry | undefined;
@@ -50,6 +69,7 @@ describe('COPY --exclude and --parents', { skip: missingPrerequisite() }, () => 
     ctx = join(work.path, 'ctx');
     cpSync(join(repoRoot, 'testdata/build/copy-flags'), ctx, { recursive: true });
     chmodSync(join(ctx, 'src/deep/n1'), 0o750);
+    symlinkSync('src', join(ctx, 'link-to-src'));
   });
 
   after(async () => {
@@ -64,13 +84,14 @@ describe('COPY --exclude and --parents', { skip: missingPrerequisite() }, () => 
     } catch (err) {
       throw new Error(`build failed: ${(err as Error).message}\n${lines.join('')}`);
     }
-    // `*.log` and `cache` match below the copied directory only at its top level.
-    assert.deepEqual(files(join(out, 'ex1')), ['a.txt', 'deep/n1/n2/e.txt', 'deep/n1/n2/f.log', 'keep/c.txt', 'keep/d.log']);
-    // `**/*.log` reaches every depth; the directories remade around the excluded files keep their modes.
+    // `*.tmp` and `cache` match below the copied directory only at its top level.
+    assert.deepEqual(files(join(out, 'ex1')), ['a.txt', 'deep/n1/n2/e.txt', 'deep/n1/n2/f.tmp', 'keep/c.txt', 'keep/d.tmp']);
+    // `**/*.tmp` reaches every depth; the directories remade around the excluded files keep their modes.
     assert.deepEqual(files(join(out, 'ex2')), ['a.txt', 'cache/x.bin', 'deep/n1/n2/e.txt', 'keep/c.txt']);
     assert.equal(lstatSync(join(out, 'ex2/deep/n1')).mode & 0o7777, 0o750);
     assert.equal(readFileSync(join(out, 'ex2/deep/n1/n2/e.txt'), 'utf8'), 'e\n');
     assert.deepEqual(files(join(out, 'ex3')), ['a.txt']);
+    assert.deepEqual(files(join(out, 'ex4')), ['a.txt', 'cache/x.bin', 'deep/n1/n2/e.txt', 'deep/n1/n2/f.tmp', 'keep/c.txt', 'keep/d.tmp']);
     assert.deepEqual(files(join(out, 'p1')), ['x/y/a.txt', 'x/y/b.txt']);
     assert.deepEqual(files(join(out, 'p2')), ['y/a.txt', 'y/b.txt']);
     assert.deepEqual(files(join(out, 'p3')), ['x/z/d.txt']);
