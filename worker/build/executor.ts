@@ -26,7 +26,7 @@ import { resolveInRoot } from '../exec/root-path.js';
 import { download } from '../exec/remote.js';
 import type { CopyOptions } from '../exec/copy-files.js';
 import { parseChmod } from '../exec/chmod-spec.js';
-import { PatternMatcher } from '../../frontend/dockerignore.js';
+import { PatternMatcher } from '../../src/util/path-patterns.js';
 import { expandSource, parentsPivot, planCopy, wildcardBase } from './glob.js';
 import { imageLayers } from './image-source.js';
 import type { ContextProvider, SecretProvider } from './providers.js';

@@ -3,7 +3,7 @@
 // (LocalDirContexts below, file-backed secrets); the gRPC server serves them through the session.
 import { cpSync, lstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import { PatternMatcher } from '../../frontend/dockerignore.js';
+import { PatternMatcher } from '../../src/util/path-patterns.js';
 import { ObdkitError } from '../../src/util/errors.js';
 
 export interface ContextProvider {
