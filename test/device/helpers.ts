@@ -22,9 +22,7 @@ export function skipReason(): string | false {
   return false;
 }
 
-export function oracleDir(): string {
-  return process.env.OBDKIT_ORACLE_DIR ?? new URL('../../../../shared/oracle', import.meta.url).pathname;
-}
+export { oracleDir } from '../helpers/oracle.js';
 
 export function tempDir(prefix: string): { path: string; cleanup(): void } {
   const path = mkdtempSync(join(tmpdir(), `obdkit-${prefix}-`));
