@@ -11,7 +11,7 @@ import { ObdkitError } from '../util/errors.js';
 import { parseKeyValues } from './outputs.js';
 import type { BuildRequest } from './run-build.js';
 
-/** Progress modes `--progress` accepts; all print the same numbered plain lines (no cursor movement). */
+/** Progress modes `--progress` accepts: `tty` redraws running steps, `plain` prints numbered lines, `auto` picks by terminal. */
 export const PROGRESS_MODES = ['plain', 'tty', 'auto'] as const;
 
 export function checkProgressMode(mode: string): void {

@@ -5,10 +5,15 @@
 //   tar / local       → the final rootfs as a tar file or a directory, read from a read-only view
 // Destinations here are local paths; the server writes to a temporary file and streams it to the
 // client. Layers are always overlaybd blobs: compression choices of an output are noted, not applied.
+// An image output that pushes can start before the build ends: startEarlyPush gives an EarlyLayerPush
+// that the build's `onLayer` hook feeds (feedEarlyPush) and exportToRegistry then finishes (config,
+// remaining layers, manifest); the caller closes it afterwards, whatever happened. Base layers read
+// lazily from a registry (LayerRecord.origin) are mounted or copied by the push, and fetched into the
+// store first for archives.
 // `obdkit build --output k=v,...` names its output as text with a local `dest`: parseOutputSpec reads
 // it through the same parseOutput, and writeLocalOutput performs it, saying what it did in one line.
 import { resolve } from 'node:path';
-import type { RegistryHostOptions } from '../registry/client.js';
+import type { RegistryClient, RegistryHostOptions } from '../registry/client.js';
 import type { CredentialProvider } from '../registry/credentials.js';
 import { parseReference } from '../registry/reference.js';
 import { pushExportImage } from '../exporter/registry-push.js';
@@ -16,11 +21,15 @@ import { writeDockerArchive, writeOciArchive } from '../exporter/archive-writers
 import { writeRootfsTar } from '../exporter/rootfs-tar.js';
 import { exportLocal } from '../exporter/local.js';
 import type { ExportImage } from '../exporter/image.js';
+import { EarlyLayerPush, type EarlyPushOptions } from '../exporter/early-push.js';
+import type { ContentStore } from '../store/content-store.js';
 import { ObdkitError } from '../util/errors.js';
 import { exportImageFrom } from '../../worker/build/image-output.js';
 import { ViewSet } from '../../worker/build/step-device.js';
+import { ensureLocalBlob } from '../../worker/build/remote-blobs.js';
 import type { BuildService } from './service.js';
 import type { BuiltImage } from './run-build.js';
+import type { SealOutcome } from '../../worker/commit/seal.js';
 
 /** An image to assemble, name and maybe push; `oci`: OCI media types rather than Docker's. */
 export interface ImageOutput {
@@ -111,9 +120,17 @@ export function parseOutputSpec(text: string): LocalOutputSpec {
   return { type: spec.type, dest };
 }
 
-/** The image manifest, config and layer blobs of a built result. */
+/**
+ * The image manifest, config and layer blobs of a built result. A layer read lazily from a registry
+ * and not in the store keeps its origin, so that a push can mount or copy it from there.
+ */
 export function assembleBuilt(service: BuildService, built: BuiltImage, oci: boolean): ExportImage {
-  return exportImageFrom(service.store, built.chain, built.image, built.platform, { oci });
+  const image = exportImageFrom(service.store, built.chain, built.image, built.platform, { oci });
+  const layers = image.layers.map((l, i) => {
+    const rec = built.chain.layers[i];
+    return rec?.origin && rec.digest === l.descriptor.digest && !service.store.hasBlob(rec.digest) ? { ...l, origin: { repository: rec.origin.repository } } : l;
+  });
+  return { ...image, layers };
 }
 
 export interface PushedImage {
@@ -122,20 +139,71 @@ export interface PushedImage {
   pushed: { name: string; digest: string }[];
 }
 
-/** `type=image`: assembles the image and, with `push`, pushes it under every name. */
+/** The registry client an image output pushes with: the service's hosts, plus `registry.insecure`. */
+function pushClient(service: BuildService, spec: ImageOutput, credentials?: CredentialProvider): RegistryClient {
+  const extra: Record<string, RegistryHostOptions> = {};
+  if (spec.insecure) for (const n of spec.names) extra[parseReference(n).host] = { insecure: true };
+  return service.registryClient(credentials, extra);
+}
+
+/**
+ * For an image output that pushes: uploads of sealed layers that start while the build runs (feed it
+ * with feedEarlyPush from the `onLayer` hook, hand it to exportToRegistry, close it in a finally).
+ * Undefined when the output does not push.
+ */
+export function startEarlyPush(
+  service: BuildService,
+  spec: ImageOutput,
+  credentials?: CredentialProvider,
+  opts: Omit<EarlyPushOptions, 'closeClient'> = {},
+): EarlyLayerPush | undefined {
+  if (!spec.push) return undefined;
+  return new EarlyLayerPush(pushClient(service, spec, credentials), spec.names, { ...opts, closeClient: true });
+}
+
+/** The `onLayer` side of an early push: a sealed layer starts uploading (a step that left none, nothing). */
+export function feedEarlyPush(store: ContentStore, early: EarlyLayerPush | undefined, outcome: SealOutcome): void {
+  const l = outcome.layer;
+  if (early && l) early.add({ digest: l.digest, size: l.size, path: store.blobPath(l.digest) });
+}
+
+/**
+ * `type=image`: assembles the image and, with `push`, pushes it under every name. With `early`
+ * (startEarlyPush for this spec) the layers it uploaded are only waited for, on its client.
+ */
 export async function exportToRegistry(
   service: BuildService,
   built: BuiltImage,
   spec: ImageOutput,
   credentials?: CredentialProvider,
+  early?: EarlyLayerPush,
 ): Promise<PushedImage> {
   const image = assembleBuilt(service, built, spec.oci);
   if (!spec.push) return { image, pushed: [] };
-  const extra: Record<string, RegistryHostOptions> = {};
-  if (spec.insecure) for (const n of spec.names) extra[parseReference(n).host] = { insecure: true };
-  const client = service.registryClient(credentials, extra);
+  if (early) return { image, pushed: await pushExportImage(image, { client: early.client, names: spec.names, early }) };
+  const client = pushClient(service, spec, credentials);
   try {
     return { image, pushed: await pushExportImage(image, { client, names: spec.names }) };
+  } finally {
+    await client.close();
+  }
+}
+
+/** Archives hold every blob: layers read lazily from a registry are fetched into the store first. */
+async function withLocalLayers(service: BuildService, built: BuiltImage, image: ExportImage, credentials?: CredentialProvider): Promise<ExportImage> {
+  if (!image.layers.some((l) => l.origin)) return image;
+  const client = service.registryClient(credentials);
+  try {
+    const layers: ExportImage['layers'] = [];
+    for (const [i, l] of image.layers.entries()) {
+      const rec = built.chain.layers[i];
+      if (!l.origin || !rec) {
+        layers.push(l);
+        continue;
+      }
+      layers.push({ descriptor: l.descriptor, path: await ensureLocalBlob(service.store, rec, client) });
+    }
+    return { ...image, layers };
   } finally {
     await client.close();
   }
@@ -147,8 +215,9 @@ export async function writeImageArchive(
   built: BuiltImage,
   spec: ArchiveOutput,
   dest: string,
+  credentials?: CredentialProvider,
 ): Promise<ExportImage> {
-  const image = assembleBuilt(service, built, spec.oci);
+  const image = await withLocalLayers(service, built, assembleBuilt(service, built, spec.oci), credentials);
   if (spec.type === 'oci') await writeOciArchive(image, dest, { names: spec.names });
   else await writeDockerArchive(image, dest, { names: spec.names });
   return image;
@@ -171,17 +240,18 @@ export async function writeRootfs(service: BuildService, built: BuiltImage, kind
 
 /**
  * Performs an `obdkit build --output` and says what it did through `say` (one line each). Returns the
- * image manifest digest, when the output is an image.
+ * image manifest digest, when the output is an image. `early`: startEarlyPush of an image output.
  */
 export async function writeLocalOutput(
   service: BuildService,
   built: BuiltImage,
   out: LocalOutputSpec,
   say: (line: string) => void,
+  early?: EarlyLayerPush,
 ): Promise<string | undefined> {
   switch (out.type) {
     case 'image': {
-      const { image, pushed } = await exportToRegistry(service, built, out);
+      const { image, pushed } = await exportToRegistry(service, built, out, undefined, early);
       const digest = image.manifestDescriptor.digest;
       if (!out.push) say(`image ${digest} built (not pushed: add push=true)\n`);
       for (const p of pushed) say(`pushed ${p.name}@${p.digest}\n`);

@@ -100,16 +100,19 @@ export async function runBuild(service: BuildService, request: BuildRequest, hoo
       contexts: hooks.contexts,
       ...(hooks.secrets ? { secrets: hooks.secrets } : {}),
       ...(service.runc ? { runc: service.runc } : {}),
+      remote: service.remoteFetcher,
       ...(hooks.onLayer ? { onLayer: hooks.onLayer } : {}),
     });
-    const solved = await service.withContexts(hooks.contexts, () =>
-      service.solver.solve(conv.graph, conv.target, {
-        executor,
-        noCache: request.noCache === true,
-        signal,
-        ...(hooks.progress ? { progress: hooks.progress } : {}),
-      }),
-    );
+    const solved = await service
+      .withContexts(hooks.contexts, () =>
+        service.solver.solve(conv.graph, conv.target, {
+          executor,
+          noCache: request.noCache === true,
+          signal,
+          ...(hooks.progress ? { progress: hooks.progress } : {}),
+        }),
+      )
+      .finally(() => executor.close());
     if (signal.aborted) throw signal.reason;
     if (!isLayersResult(solved.result)) {
       throw new ObdkitError('EBUILD', `the target is not a filesystem (${solved.result.kind})`, { step: conv.targetStage });

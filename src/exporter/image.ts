@@ -1,8 +1,10 @@
 // An overlaybd image ready to write out: config and manifest bytes with their descriptors, and the
-// layer blobs as files on disk. Each layer descriptor carries the annotations overlaybd-snapshotter
-// keys on (blob-digest, blob-size as a decimal string, version 0.1.0) and the uncompressed-tar
-// media type of the chosen flavour (Docker schema 2 by default, OCI with `oci`). The writers
-// (oci-layout.ts, docker-archive.ts, registry-push.ts) only serialise this.
+// layer blobs as files on disk, or, for a base layer read lazily from a registry, the repository that
+// holds it (`origin`: a push mounts or copies it from there, an archive needs a local copy first).
+// Each layer descriptor carries the annotations overlaybd-snapshotter keys on (blob-digest, blob-size
+// as a decimal string, version 0.1.0) and the uncompressed-tar media type of the chosen flavour
+// (Docker schema 2 by default, OCI with `oci`). The writers (archive-writers.ts, registry-push.ts)
+// only serialise this.
 import { stat } from 'node:fs/promises';
 import { MediaType } from '../oci/media-types.js';
 import { sha256Digest } from '../oci/digest.js';
@@ -18,6 +20,12 @@ export interface LayerBlob {
   digest: string;
   size: number;
   fsType?: 'ext4' | 'erofs';
+  /** The repository (`host[:port]/path`) holding the blob when `path` may not exist locally. */
+  origin?: LayerOrigin;
+}
+
+export interface LayerOrigin {
+  repository: string;
 }
 
 export interface ImageInput {
@@ -40,7 +48,7 @@ export interface ExportImage {
   manifestDescriptor: Descriptor;
   config: Buffer;
   configDescriptor: Descriptor;
-  layers: Array<{ descriptor: Descriptor; path: string }>;
+  layers: Array<{ descriptor: Descriptor; path: string; origin?: LayerOrigin }>;
 }
 
 export function assembleImage(input: ImageInput): ExportImage {
@@ -65,6 +73,7 @@ export function assembleImage(input: ImageInput): ExportImage {
   const layers = input.layers.map((l) => ({
     descriptor: overlaybdLayerDescriptor(l.digest, l.size, { oci, ...(l.fsType ? { fsType: l.fsType } : {}) }),
     path: l.path,
+    ...(l.origin ? { origin: { repository: l.origin.repository } } : {}),
   }));
   const mediaType = oci ? MediaType.ociManifest : MediaType.dockerManifest;
   const manifestDoc: Record<string, JsonValue> = {
@@ -93,9 +102,13 @@ export function descriptorJson(d: Descriptor): Record<string, JsonValue> {
   return out;
 }
 
-/** Checks every layer file still has the size its descriptor claims (a cheap guard before writing). */
+/**
+ * Checks every layer file still has the size its descriptor claims (a cheap guard before writing).
+ * Layers with an origin are not checked: they need not be here.
+ */
 export async function checkLayerFiles(image: ExportImage): Promise<void> {
   for (const l of image.layers) {
+    if (l.origin) continue;
     const st = await stat(l.path);
     if (st.size !== l.descriptor.size) {
       throw new ObdkitError('EEXPORT', `layer blob is ${st.size} bytes, descriptor says ${l.descriptor.size}`, {

@@ -1,11 +1,17 @@
 // A pool of worker threads (compress-worker.ts) that turns batches of ZFile blocks into
 // compressed-block-plus-CRC runs. zfile-writer.ts submits batches in order and awaits them in order,
-// keeping a bounded number in flight; the pool itself only schedules. Workers are referenced only
-// while they hold work, so an idle pool never keeps the process alive; `close()` terminates them.
+// keeping a bounded number in flight; the pool itself only schedules (worker-pool.ts).
+//
+// One pool is shared by the whole process (`sharedCompressPool()`): it is created on first use and
+// its workers stay loaded between layers, unreferenced while idle so they never keep the process
+// alive. Two layers written at once simply queue their batches on it; each batch's result goes back
+// to the call that submitted it. A private `new CompressPool(n)` is still possible (tests, benches).
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import type { ZFileAlgorithm } from './codec.js';
-import type { CompressReply, CompressRequest, WorkerReady } from './compress-worker.js';
+import type { CompressReply, CompressRequest } from './compress-worker.js';
+import { WarmPool, workerExecArgv } from './worker-pool.js';
+
+export { workerExecArgv };
 
 export interface CompressedBatch {
   /** block0 crc0 block1 crc1 … */
@@ -18,39 +24,22 @@ export interface CompressedBatch {
   output: ArrayBuffer;
 }
 
-interface Task {
-  req: CompressRequest;
-  resolve: (b: CompressedBatch) => void;
-  reject: (e: Error) => void;
-}
-
-interface Slot {
-  worker: Worker;
-  task: Task | null;
-  /** The worker's module has loaded; before that it is given nothing, so a failed start loses no data. */
-  ready: boolean;
-}
-
-/** Consecutive workers that may die before loading before queued work is failed. */
-const MAX_START_FAILURES = 3;
-
 const WORKER_URL = new URL('./compress-worker.js', import.meta.url);
 
-/** Parent's node flags minus those that only make sense for an entry script given on the command line. */
-export function workerExecArgv(): string[] {
-  return process.execArgv.filter((a) => !a.startsWith('--input-type'));
-}
-
 export class CompressPool {
-  readonly threads: number;
-  private readonly slots: Slot[] = [];
-  private readonly queue: Task[] = [];
+  private readonly pool: WarmPool<CompressRequest, CompressReply>;
   private nextId = 1;
-  private closed = false;
-  private startFailures = 0;
 
   constructor(threads = availableParallelism()) {
-    this.threads = Math.max(1, threads);
+    this.pool = new WarmPool({ url: WORKER_URL, threads, name: 'compression' });
+  }
+
+  get threads(): number {
+    return this.pool.threads;
+  }
+
+  get isClosed(): boolean {
+    return this.pool.isClosed;
   }
 
   /**
@@ -58,89 +47,42 @@ export class CompressPool {
    * `input` (and `output`, a spare buffer to compress into) is transferred to a worker: the caller must
    * not touch either until they come back in the result.
    */
-  compress(
+  async compress(
     algorithm: ZFileAlgorithm, blockSize: number, input: ArrayBuffer, length: number, output?: ArrayBuffer,
   ): Promise<CompressedBatch> {
-    if (this.closed) return Promise.reject(new Error('compress pool is closed'));
-    return new Promise((resolve, reject) => {
-      const req: CompressRequest = { id: this.nextId++, algorithm, blockSize, input, length };
-      if (output) req.output = output;
-      this.queue.push({ req, resolve, reject });
-      this.pump();
-    });
+    const req: CompressRequest = { id: this.nextId++, algorithm, blockSize, input, length };
+    if (output) req.output = output;
+    const reply = await this.pool.run(req, output ? [input, output] : [input]);
+    if ('error' in reply) throw new Error(`compression worker failed: ${reply.error}`);
+    return { data: Buffer.from(reply.output, 0, reply.used), lengths: reply.lengths, input: reply.input, output: reply.output };
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    const err = new Error('compress pool closed');
-    for (const t of this.queue.splice(0)) t.reject(err);
-    await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate()));
+  /** Loads every worker now (without waiting), so the next layer does not pay for their start. */
+  warm(): void {
+    this.pool.warm();
   }
 
-  private pump(): void {
-    while (this.queue.length > 0) {
-      const slot = this.slots.find((s) => s.ready && s.task === null);
-      if (!slot) {
-        // Start workers up to the limit; queued tasks go out as they report ready.
-        const starting = this.slots.filter((s) => !s.ready).length;
-        if (this.slots.length < this.threads && starting < this.queue.length) {
-          this.spawn();
-          continue;
-        }
-        return;
-      }
-      const task = this.queue.shift()!;
-      slot.task = task;
-      slot.worker.ref();
-      slot.worker.postMessage(task.req, task.req.output ? [task.req.input, task.req.output] : [task.req.input]);
-    }
+  /** Thread ids of the loaded workers. */
+  threadIds(): number[] {
+    return this.pool.threadIds();
   }
 
-  private spawn(): Slot {
-    const worker = new Worker(WORKER_URL, { execArgv: workerExecArgv() });
-    const slot: Slot = { worker, task: null, ready: false };
-    // Referenced while starting: queued work is waiting for it.
-    worker.on('message', (reply: CompressReply | WorkerReady) => {
-      if ('ready' in reply) {
-        slot.ready = true;
-        this.startFailures = 0;
-        worker.unref();
-        this.pump();
-        return;
-      }
-      const task = slot.task;
-      slot.task = null;
-      worker.unref();
-      if (task) {
-        if ('error' in reply) task.reject(new Error(`compression worker failed: ${reply.error}`));
-        else {
-          task.resolve({
-            data: Buffer.from(reply.output, 0, reply.used), lengths: reply.lengths, input: reply.input, output: reply.output,
-          });
-        }
-      }
-      this.pump();
-    });
-    const fail = (err: Error): void => {
-      const i = this.slots.indexOf(slot);
-      if (i < 0) return;
-      this.slots.splice(i, 1);
-      slot.task?.reject(new Error(`compression worker died: ${err.message}`));
-      slot.task = null;
-      if (this.closed) return;
-      if (!slot.ready && ++this.startFailures >= MAX_START_FAILURES) {
-        const e = new Error(`compression workers fail to start: ${err.message}`);
-        for (const t of this.queue.splice(0)) t.reject(e);
-        this.startFailures = 0;
-        return;
-      }
-      this.pump();
-    };
-    worker.on('error', fail);
-    worker.on('exit', (code) => {
-      if (!this.closed) fail(new Error(`exited with code ${code} ${slot.ready ? 'while working' : 'before loading'}`));
-    });
-    this.slots.push(slot);
-    return slot;
+  close(): Promise<void> {
+    return this.pool.close();
   }
+}
+
+let shared: CompressPool | undefined;
+
+/** The process-wide pool, one worker per CPU, created on first call (or again after a close). */
+export function sharedCompressPool(): CompressPool {
+  if (!shared || shared.isClosed) shared = new CompressPool();
+  return shared;
+}
+
+/** Terminates the process-wide pool's workers, if any; a later `sharedCompressPool()` starts afresh. */
+export async function closeSharedCompressPool(): Promise<void> {
+  const p = shared;
+  shared = undefined;
+  await p?.close();
 }

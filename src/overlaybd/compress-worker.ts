@@ -1,13 +1,14 @@
 // Worker-thread side of compress-pool.ts: receives a batch of uncompressed bytes (a whole number of
 // ZFile blocks, the last possibly short), compresses each block with codec.ts, appends its raw CRC32C
 // (seed 100007) and sends back the packed blocks plus their stored lengths. Buffers move by transfer.
+// The worker lives as long as its pool (worker-pool.ts): codecs and zero-block images are made once.
 //
 // A full block of zeros (common in disk layers: preallocated files, sparse tails) always compresses
 // to the same bytes, so the first one is compressed for real and its image (block + CRC) is copied
 // for every later one: same output, no codec or CRC call.
-import { parentPort } from 'node:worker_threads';
 import { BlockCompressor, compressBound, type ZFileAlgorithm } from './codec.js';
 import { ZFILE_BLOCK_CRC_SEED, crc32cRaw } from './crc32c.js';
+import { serveRequests } from './worker-pool.js';
 
 /** Main thread → worker. `input` is transferred; its bytes are [0, length). */
 export interface CompressRequest {
@@ -24,11 +25,6 @@ export interface CompressRequest {
 export type CompressReply =
   | { id: number; output: ArrayBuffer; used: number; lengths: Uint32Array; input: ArrayBuffer }
   | { id: number; error: string };
-
-/** Sent once when the module has loaded: only then does the pool hand over (transfer) any data. */
-export interface WorkerReady {
-  ready: true;
-}
 
 interface Codec {
   compressor: BlockCompressor;
@@ -88,15 +84,12 @@ function compressBatch(req: CompressRequest): CompressReply {
   return { id: req.id, output, used, lengths, input: req.input };
 }
 
-parentPort?.on('message', (req: CompressRequest) => {
+serveRequests<CompressRequest, CompressReply>((req) => {
   let reply: CompressReply;
   try {
     reply = compressBatch(req);
   } catch (err) {
     reply = { id: req.id, error: err instanceof Error ? err.stack ?? err.message : String(err) };
   }
-  parentPort!.postMessage(reply, 'error' in reply ? [] : [reply.output, reply.input, reply.lengths.buffer as ArrayBuffer]);
+  return { reply, transfer: 'error' in reply ? [] : [reply.output, reply.input, reply.lengths.buffer as ArrayBuffer] };
 });
-
-const ready: WorkerReady = { ready: true };
-parentPort?.postMessage(ready);

@@ -2,15 +2,17 @@
 // (blob-tar.ts) and the optional ZFile (zfile.ts) by content, never by name or media type, leaving a
 // RandomAccess over the LSMT file for the LSMT reader. `writeLayerBlob` does the reverse for a sealed
 // LSMT stream (from commit.ts): ZFile-compress after a reserved tar prefix, finish the tar, hash the
-// result off the main thread (digest.ts) and only then give it its final name.
+// result off the main thread (digest.ts) and only then give it its final name. Both kinds of worker
+// thread are process-wide and kept between blobs; `warmLayerWriters` / `closeLayerWriters` start them
+// ahead of need and end them (tests, orderly shutdown).
 import { close, open, rename, unlink } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { ObdkitError } from '../util/errors.js';
 import { PAX_PAYLOAD_OFFSET, detectTar, encodePaxTarPrefix, tarSuffixLength, type TarPayload } from './blob-tar.js';
 import type { ZFileAlgorithm } from './codec.js';
-import type { CompressPool } from './compress-pool.js';
-import { sha256File } from './digest.js';
+import { closeSharedCompressPool, sharedCompressPool, type CompressPool } from './compress-pool.js';
+import { closeHashWorkers, sha256File, warmHashWorkers } from './digest.js';
 import { SliceRandomAccess, type RandomAccess } from './io.js';
 import { ZFILE_HEADER_SIZE, ZFileReader, looksLikeZFileHeader, type ZFileHeaderInfo } from './zfile.js';
 import { writeAll, writeZFile } from './zfile-writer.js';
@@ -46,6 +48,7 @@ export interface LayerBlobOptions {
   tar: boolean;
   /** Rewrite the ZFile header with the index info (what `overlaybd-commit -z` does). Default true. */
   overwriteHeader?: boolean;
+  /** Pool to compress on; default the process-wide one (see zfile-writer.ts for `threads`). */
   pool?: CompressPool;
   threads?: number;
 }
@@ -106,4 +109,15 @@ export async function writeLayerBlob(
     throw new ObdkitError('ELAYERWRITE', `writing layer blob failed: ${err instanceof Error ? err.message : String(err)}`,
       { file: outPath }, { cause: err });
   }
+}
+
+/** Starts the shared compression and hash workers now, without waiting, so the next seal finds them loaded. */
+export function warmLayerWriters(): void {
+  sharedCompressPool().warm();
+  warmHashWorkers();
+}
+
+/** Terminates the shared compression and hash workers; later writes start new ones. */
+export async function closeLayerWriters(): Promise<void> {
+  await Promise.all([closeSharedCompressPool(), closeHashWorkers()]);
 }

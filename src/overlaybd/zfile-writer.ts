@@ -1,15 +1,16 @@
 // Streaming ZFile writer: cuts any byte stream into blocks, compresses them on compress-pool.ts's
-// worker threads, and writes header, blocks+CRC, jump table and trailer to a file descriptor at a
-// given offset (so layer-open.ts can reserve a tar prefix in front). Byte layout and header/trailer
-// sequence follow the reference tools: `overlaybd-commit -z` rewrites the header with the final index
-// info (flags 27/22); `overlaybd-zfile` leaves the provisional header (19/22). Also `decompressZFile`.
+// worker threads (the process-wide pool unless told otherwise), and writes header, blocks+CRC, jump
+// table and trailer to a file descriptor at a given offset (so layer-open.ts can reserve a tar prefix
+// in front). Byte layout and header/trailer sequence follow the reference tools: `overlaybd-commit -z`
+// rewrites the header with the final index info (flags 27/22); `overlaybd-zfile` leaves the
+// provisional header (19/22). Also `decompressZFile`.
 // Input chunks are copied into batch buffers, except that a source marked TRANSFERABLE_CHUNKS (commit.ts)
 // has its whole-batch chunks moved to the workers as they are: a layer's bytes are then never copied
 // on the main thread.
 import { close, open, write } from 'node:fs';
 import { ObdkitError } from '../util/errors.js';
 import { algorithmCode, type ZFileAlgorithm } from './codec.js';
-import { CompressPool, type CompressedBatch } from './compress-pool.js';
+import { CompressPool, sharedCompressPool, type CompressedBatch } from './compress-pool.js';
 import { crc32cRaw } from './crc32c.js';
 import type { RandomAccess } from './io.js';
 import {
@@ -48,7 +49,10 @@ export interface ZFileWriteOptions {
   blockSize?: number;
   /** Rewrite the header with the final index info, as `overlaybd-commit -z` does. Default true. */
   overwriteHeader?: boolean;
-  /** Reuse a pool (it is left open); otherwise one is created with `threads` workers and closed. */
+  /**
+   * Pool to compress on (left open). Default: the process-wide shared pool, unless `threads` asks for
+   * a private pool of that size, which is closed at the end.
+   */
   pool?: CompressPool;
   threads?: number;
   /** Uncompressed bytes per worker message, rounded down to whole blocks. Default 1 MiB. */
@@ -123,7 +127,8 @@ export async function writeZFile(
   const algorithm = opts.algorithm ?? 'lz4';
   const blockSize = opts.blockSize ?? 4096;
   checkBlockSize(blockSize);
-  const pool = opts.pool ?? new CompressPool(opts.threads);
+  const ownPool = !opts.pool && opts.threads !== undefined;
+  const pool = opts.pool ?? (ownPool ? new CompressPool(opts.threads) : sharedCompressPool());
   const batchBytes = Math.max(blockSize, Math.floor((opts.batchBytes ?? 1 << 20) / blockSize) * blockSize);
   const maxInFlight = Math.max(1, opts.maxInFlight ?? pool.threads * 4);
   const base = {
@@ -241,7 +246,7 @@ export async function writeZFile(
   } finally {
     // Never return (or throw) with writes still landing on an fd the caller is about to close.
     await Promise.allSettled(writes);
-    if (!opts.pool) await pool.close();
+    if (ownPool) await pool.close();
   }
 }
 

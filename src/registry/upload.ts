@@ -49,6 +49,8 @@ export interface UploadOptions {
   chunkSize?: number;
   /** Upload attempts before giving up, counting restarts and resumes (default from the client policy + 3). */
   maxFailures?: number;
+  /** Abandons the upload, between requests or during one; the upload then rejects. */
+  signal?: AbortSignal;
 }
 
 export type UploadOutcome = 'exists' | 'mounted' | 'uploaded';
@@ -119,15 +121,17 @@ export async function uploadBlob(
   let location: string | undefined;
   let offset = 0;
 
+  const signal = opts.signal;
   const fail = async (err: unknown): Promise<void> => {
     failures++;
-    if (!isTransient(err) || failures >= maxFailures) {
+    if (signal?.aborted || !isTransient(err) || failures >= maxFailures) {
       throw err instanceof UploadInterrupted
         ? new ObdkitError('EREG_UPLOAD', `upload ${what} to ${ref.host}/${ref.repository} failed after ${failures} attempts: ${err.message}`, { ref: formatReference(ref), offset }, { cause: err.reason })
         : err;
     }
     log.debug({ blob: desc.digest, offset, failures, err: (err as Error).message }, 'upload interrupted');
     await backoff(failures, client.retryPolicy);
+    signal?.throwIfAborted();
     // Ask the registry how much it kept; any doubt means starting a new session.
     if (location !== undefined && offset > 0) {
       const status = await uploadStatus(client, ref, location).catch(() => undefined);
@@ -147,6 +151,7 @@ export async function uploadBlob(
 
   for (;;) {
     try {
+      signal?.throwIfAborted();
       if (location === undefined) {
         const res = await client.send({
           ref,
@@ -156,29 +161,30 @@ export async function uploadBlob(
           actions: ['pull', 'push'],
           retry: false,
           op: `start upload of ${what}`,
+          ...(signal ? { signal } : {}),
         });
         await res.body.dump();
         location = requireLocation(res, client, ref, what);
         offset = 0;
       }
       if (desc.size <= monolithicLimit && offset === 0) {
-        await putBlob(client, ref, location, desc, source, 0, what);
+        await putBlob(client, ref, location, desc, source, 0, what, signal);
         stats.bytesSent += desc.size;
         break;
       }
       while (offset < desc.size) {
         const end = Math.min(desc.size, offset + chunkSize);
-        const res = await sendPatch(client, ref, location, source, offset, end, what);
+        const res = await sendPatch(client, ref, location, source, offset, end, what, signal);
         stats.bytesSent += end - offset;
         location = requireLocation(res, client, ref, what);
         const held = uploadedBytes(res);
         offset = held !== undefined && held >= offset && held <= end ? held : end;
       }
-      await putBlob(client, ref, location, desc, source, desc.size, what);
+      await putBlob(client, ref, location, desc, source, desc.size, what, signal);
       break;
     } catch (err) {
       // A PUT whose answer was lost may still have committed the blob.
-      if (isTransient(err) && (await headBlob(client, ref, desc.digest).catch(() => undefined)) === desc.size) break;
+      if (!signal?.aborted && isTransient(err) && (await headBlob(client, ref, desc.digest).catch(() => undefined)) === desc.size) break;
       await fail(err);
     }
   }
@@ -232,7 +238,16 @@ async function cancelUpload(client: RegistryClient, ref: ImageReference, locatio
 }
 
 /** Sends bytes [start, end) as one PATCH; a failure mid-body surfaces as UploadInterrupted. */
-async function sendPatch(client: RegistryClient, ref: ImageReference, location: string, source: BlobSource, start: number, end: number, what: string): Promise<SendResult> {
+async function sendPatch(
+  client: RegistryClient,
+  ref: ImageReference,
+  location: string,
+  source: BlobSource,
+  start: number,
+  end: number,
+  what: string,
+  signal: AbortSignal | undefined,
+): Promise<SendResult> {
   try {
     const res = await client.send({
       ref,
@@ -247,6 +262,7 @@ async function sendPatch(client: RegistryClient, ref: ImageReference, location: 
       actions: ['pull', 'push'],
       retry: false,
       op: `upload ${what} bytes ${start}-${end - 1}`,
+      ...(signal ? { signal } : {}),
     });
     await res.body.dump();
     if (res.status !== 202) throw new UploadInterrupted(`PATCH answered ${res.status}`);
@@ -266,6 +282,7 @@ async function putBlob(
   source: BlobSource,
   start: number,
   what: string,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   const length = desc.size - start;
   try {
@@ -278,6 +295,7 @@ async function putBlob(
       actions: ['pull', 'push'],
       retry: false,
       op: `finish upload of ${what}`,
+      ...(signal ? { signal } : {}),
     });
     await res.body.dump();
     if (res.status !== 201 && res.status !== 204) throw new UploadInterrupted(`PUT answered ${res.status}`);

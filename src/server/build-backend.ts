@@ -5,7 +5,9 @@
 // credentials come from the client's session; solver progress, layer sizes and fetch statuses go to the
 // build's Status stream. Results are kept by id until the build is released, so `export` (or a gateway
 // client's Return) can name them. One BuildService serves every build: concurrent builds share the
-// solver, which runs identical steps once.
+// solver, which runs identical steps once. An image exporter that pushes starts uploading layers while
+// the build runs (one EarlyLayerPush per build and exporter, fed by the solve's sealed layers, finished
+// by the export, closed when the build is released); the manifest is only ever pushed by the export.
 import { randomUUID } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
@@ -34,7 +36,7 @@ import { parseReference } from '../registry/reference.js';
 import type { ExportImage } from '../exporter/image.js';
 import { ObdkitError } from '../util/errors.js';
 import { log } from '../util/log.js';
-import { humanBytes } from '../../worker/build/progress.js';
+import { describeLayer, humanBytes } from '../../worker/build/progress.js';
 import {
   BuildFailure,
   type BuildBackend,
@@ -45,6 +47,8 @@ import {
   type VertexHandle,
 } from './backend.js';
 import { solverProgress } from './solver-progress.js';
+import { feedEarlyPush, startEarlyPush } from '../build/outputs.js';
+import type { EarlyLayerPush } from '../exporter/early-push.js';
 
 interface HeldResult {
   buildRef: string;
@@ -77,6 +81,8 @@ async function* fileBytes(path: string): AsyncGenerator<Uint8Array> {
 export class ObdkitBuildBackend implements BuildBackend {
   private readonly results = new Map<string, HeldResult>();
   private readonly workDirs = new Map<string, string>();
+  /** Early layer uploads by build ref, then by exporter index. */
+  private readonly earlyPushes = new Map<string, Map<number, EarlyLayerPush>>();
 
   constructor(readonly service: BuildService) {}
 
@@ -166,6 +172,7 @@ export class ObdkitBuildBackend implements BuildBackend {
       },
       excludes,
     );
+    const pushes = this.startEarlyPushes(ctx);
     const toStatus = solverProgress(ctx.progress);
     const feed = (e: ProgressEvent): void => {
       if (!shownContexts.has(e.name)) toStatus(e);
@@ -178,12 +185,9 @@ export class ObdkitBuildBackend implements BuildBackend {
       signal: ctx.signal,
       onWarning: (w) => dfVertex.warn(w),
       onLayer: (v, o) => {
-        const s = o.stats;
-        const text = o.layer
-          ? `layer ${o.layer.digest} ${humanBytes(o.layer.size)} overlaybd (of ${humanBytes(s.writtenBytes)} written, ${humanBytes(s.identicalBytes)} unchanged and dropped)\n`
-          : `no changes, no layer\n`;
-        const e: ProgressEvent = { type: 'log', vertex: v.id, name: v.name, inputs: v.inputs, key: '', time: new Date(), stream: 1, data: Buffer.from(text) };
+        const e: ProgressEvent = { type: 'log', vertex: v.id, name: v.name, inputs: v.inputs, key: '', time: new Date(), stream: 1, data: Buffer.from(describeLayer(o)) };
         feed(e);
+        for (const early of pushes.values()) feedEarlyPush(this.service.store, early, o);
       },
       onImageLookup: async <T>(ref: string, _p: Platform, lookup: () => Promise<T>): Promise<T> => {
         const v = ctx.progress.vertex(`[internal] load metadata for ${ref}`);
@@ -218,6 +222,8 @@ export class ObdkitBuildBackend implements BuildBackend {
         hooks,
       );
     } catch (err) {
+      // No export follows a failed solve: stop uploading its layers (no manifest was pushed).
+      await this.closeEarlyPushes(ctx.ref);
       if (ctx.signal.aborted) throw ctx.signal.reason;
       throw new BuildFailure(err instanceof Error ? err.message : String(err));
     } finally {
@@ -227,6 +233,36 @@ export class ObdkitBuildBackend implements BuildBackend {
     this.results.set(id, { buildRef: ctx.ref, built });
     const image = assembleBuilt(this.service, built, true);
     return { ref: id, metadata: { 'containerimage.config': image.config } };
+  }
+
+  /**
+   * Early layer uploads for the build's image exporters that push (made once per build; a gateway
+   * client may solve several times). An exporter that does not parse is left to the export to report.
+   */
+  private startEarlyPushes(ctx: BuildContext): Map<number, EarlyLayerPush> {
+    let pushes = this.earlyPushes.get(ctx.ref);
+    if (pushes) return pushes;
+    pushes = new Map();
+    this.earlyPushes.set(ctx.ref, pushes);
+    const credentials = sessionCredentials(ctx.session);
+    for (const e of ctx.exporters) {
+      let spec: OutputSpec;
+      try {
+        spec = parseOutput(e.type, e.attrs);
+      } catch {
+        continue;
+      }
+      if (spec.type !== 'image') continue;
+      const early = startEarlyPush(this.service, spec, credentials);
+      if (early) pushes.set(e.index, early);
+    }
+    return pushes;
+  }
+
+  private async closeEarlyPushes(ref: string): Promise<void> {
+    const pushes = this.earlyPushes.get(ref);
+    this.earlyPushes.delete(ref);
+    if (pushes) await Promise.all([...pushes.values()].map((p) => p.close()));
   }
 
   private platformOf(spec: string | undefined): Platform | undefined {
@@ -289,7 +325,8 @@ export class ObdkitBuildBackend implements BuildBackend {
           case 'image': {
             note(v);
             v.status('exporting layers', 0, 0, true);
-            const { image, pushed } = await exportToRegistry(this.service, built, spec, credentials);
+            const early = this.earlyPushes.get(ctx.ref)?.get(e.index);
+            const { image, pushed } = await exportToRegistry(this.service, built, spec, credentials, early);
             v.status(`exporting manifest ${image.manifestDescriptor.digest}`, 0, 0, true);
             v.status(`exporting config ${image.configDescriptor.digest}`, 0, 0, true);
             for (const p of pushed) v.status(`pushing ${p.name} with overlaybd layers`, 0, 0, true);
@@ -303,7 +340,7 @@ export class ObdkitBuildBackend implements BuildBackend {
             note(v);
             const file = join(dir, `export-${e.index}.tar`);
             try {
-              const image = await writeImageArchive(this.service, built, spec, file);
+              const image = await writeImageArchive(this.service, built, spec, file, credentials);
               v.status(`exporting manifest ${image.manifestDescriptor.digest}`, 0, 0, true);
               const n = await ctx.session.sendFile(e.index, fileBytes(file));
               v.status('sending tarball', n, n, true);
@@ -350,6 +387,7 @@ export class ObdkitBuildBackend implements BuildBackend {
   }
 
   async release(ref: string): Promise<void> {
+    await this.closeEarlyPushes(ref);
     for (const [id, r] of this.results) if (r.buildRef === ref) this.results.delete(id);
     const d = this.workDirs.get(ref);
     this.workDirs.delete(ref);

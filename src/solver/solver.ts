@@ -18,6 +18,14 @@ export interface ExecContext {
 /** Implements op kinds. `inputs[i]` is the result of `vertex.inputs[i]`. */
 export interface Executor<R> {
   exec(vertex: Vertex, inputs: R[], ctx: ExecContext): Promise<R>;
+  /**
+   * Optional: the lasting form of a result that `exec` handed back before all of its work was done
+   * (a layer still being sealed while the next step already runs on the same device). Dependent
+   * vertices of the same solve get the early result at once; the cache index records, other solves
+   * joining the execution receive, and solve() returns only what this resolves to. A rejection fails
+   * the step and the solve.
+   */
+  settle?(result: R): Promise<R>;
 }
 
 interface EventBase {
@@ -68,12 +76,19 @@ export class StepError extends ObdkitError {
   }
 }
 
+/** A vertex's outcome: `result` as early as the executor gave it, `settled` its lasting form. */
+interface Outcome<R> {
+  result: R;
+  cached: boolean;
+  settled: Promise<R>;
+}
+
 export class Solver<R = unknown> {
   readonly index: CacheIndex<R>;
   private readonly limit: Semaphore;
   private readonly hasher: ContentHasher | undefined;
-  /** Executions in progress, by cache key; shared by every solve on this instance. */
-  private readonly inflight = new Map<string, Promise<{ result: R; cached: boolean }>>();
+  /** Executions in progress (until settled), by cache key; shared by every solve on this instance. */
+  private readonly inflight = new Map<string, Promise<Outcome<R>>>();
 
   constructor(opts: SolverOptions<R> = {}) {
     this.index = opts.index ?? (opts.stateRoot ? new FileCacheIndex<R>(opts.stateRoot) : new MemoryCacheIndex<R>());
@@ -84,40 +99,51 @@ export class Solver<R = unknown> {
   async solve(graph: BuildGraph, target: VertexId, opts: SolveOptions<R>): Promise<SolveResult<R>> {
     const keys = await computeCacheKeys(graph, target, this.hasher);
     const signal = opts.signal ?? new AbortController().signal;
-    const memo = new Map<VertexId, Promise<{ result: R; cached: boolean }>>();
+    const memo = new Map<VertexId, Promise<Outcome<R>>>();
+    // Background completions of the vertices this solve ran: all must succeed before it returns.
+    const settling: Promise<R>[] = [];
 
     const emit = (v: Vertex, e: { type: 'started' | 'cached' | 'completed' } | { type: 'error'; error: string }): void => {
       opts.progress?.({ ...e, vertex: v.id, name: v.name, inputs: v.inputs, key: keys.get(v.id)!, time: new Date() });
     };
 
-    const solveVertex = (id: VertexId): Promise<{ result: R; cached: boolean }> => {
+    const solveVertex = (id: VertexId): Promise<Outcome<R>> => {
       let p = memo.get(id);
       if (p) return p;
       const v = graph.vertices[id]!;
       const key = keys.get(id)!;
       // A solve that must not reuse results may not join one that may: they share work only within a mode.
       const flight = opts.noCache || v.ignoreCache ? `${key}#nocache` : key;
-      p = this.shared(flight, () => this.run(v, key, opts, signal, emit, solveVertex), v, emit);
+      p = this.shared(flight, () => this.run(v, key, opts, signal, emit, solveVertex, settling), v, emit);
       memo.set(id, p);
       return p;
     };
 
     const r = await solveVertex(target);
-    return { result: r.result, key: keys.get(target)!, cached: r.cached };
+    // Every background completion first: a failure is reported by the step it happened in (the first
+    // to fail), not by a later step that was waiting on it.
+    for (let done = 0; done < settling.length; ) {
+      const batch = settling.slice(done);
+      done = settling.length;
+      await Promise.all(batch);
+    }
+    const result = await r.settled;
+    return { result, key: keys.get(target)!, cached: r.cached };
   }
 
   /** Joins an execution already running under `flight` (cache key + mode), or starts one. */
   private shared(
     flight: string,
-    start: () => Promise<{ result: R; cached: boolean }>,
+    start: () => Promise<Outcome<R>>,
     v: Vertex,
     emit: (v: Vertex, e: { type: 'started' | 'cached' | 'completed' } | { type: 'error'; error: string }) => void,
-  ): Promise<{ result: R; cached: boolean }> {
+  ): Promise<Outcome<R>> {
     const running = this.inflight.get(flight);
     if (running) {
-      // Another solve is doing this exact step: show it here too, and wait for its outcome.
+      // Another solve is doing this exact step: show it here too, and wait for its lasting outcome
+      // (an early result may refer to work only that solve's executor is still finishing).
       emit(v, { type: 'started' });
-      return running.then(
+      return running.then((r) => r.settled.then((result) => ({ result, cached: r.cached, settled: r.settled }))).then(
         (r) => {
           emit(v, { type: r.cached ? 'cached' : 'completed' });
           return r;
@@ -133,7 +159,8 @@ export class Solver<R = unknown> {
     const clear = (): void => {
       if (this.inflight.get(flight) === p) this.inflight.delete(flight);
     };
-    p.then(clear, clear);
+    // Until settled, the cache index does not have the result yet: later solves must join, not rerun.
+    p.then((r) => r.settled).then(clear, clear);
     return p;
   }
 
@@ -143,8 +170,9 @@ export class Solver<R = unknown> {
     opts: SolveOptions<R>,
     signal: AbortSignal,
     emit: (v: Vertex, e: { type: 'started' | 'cached' | 'completed' } | { type: 'error'; error: string }) => void,
-    solveVertex: (id: VertexId) => Promise<{ result: R; cached: boolean }>,
-  ): Promise<{ result: R; cached: boolean }> {
+    solveVertex: (id: VertexId) => Promise<Outcome<R>>,
+    settling: Promise<R>[],
+  ): Promise<Outcome<R>> {
     // A local source stands for files on the client right now: it is transferred again whenever a step
     // needs it, never answered from the index (steps reading it are keyed by its content instead).
     const volatile = v.op.kind === 'local';
@@ -152,7 +180,7 @@ export class Solver<R = unknown> {
       const hit = await this.index.get(key);
       if (hit) {
         emit(v, { type: 'cached' });
-        return { result: hit.result, cached: true };
+        return { result: hit.result, cached: true, settled: Promise.resolve(hit.result) };
       }
     }
     const inputs = await Promise.all(v.inputs.map((i) => solveVertex(i)));
@@ -177,9 +205,24 @@ export class Solver<R = unknown> {
     } finally {
       release();
     }
-    if (!volatile) await this.index.put({ key, name: v.name, createdAt: new Date().toISOString(), result });
-    emit(v, { type: 'completed' });
-    return { result, cached: false };
+    const early = result;
+    const settled = (async (): Promise<R> => {
+      let final: R;
+      try {
+        final = opts.executor.settle ? await opts.executor.settle(early) : early;
+      } catch (err) {
+        const e = err instanceof StepError ? err : new StepError(v, err);
+        emit(v, { type: 'error', error: e.message });
+        throw e;
+      }
+      if (!volatile) await this.index.put({ key, name: v.name, createdAt: new Date().toISOString(), result: final });
+      emit(v, { type: 'completed' });
+      return final;
+    })();
+    // Failures are reported through solve(); this keeps one that nobody awaits any more from being unhandled.
+    settled.catch(() => undefined);
+    settling.push(settled);
+    return { result: early, cached: false, settled };
   }
 }
 

@@ -1,6 +1,7 @@
 // The local content store under the build root (default /var/lib/obdkit):
 //   blobs/sha256/<hex>        layer blobs by digest, only ever complete (written elsewhere, renamed in)
-//   layers/<hex>.json         a LayerRecord per blob (uuid, parent, source of a converted layer)
+//   layers/<hex>.json         a LayerRecord per blob (uuid, parent, source of a converted layer, or the
+//                             repository a lazily read blob comes from, when the blob is not here)
 //   converted/<hex>.json      converted-image cache: sha256 of a source layer digest chain → LayerRecord
 //   tmp/                      files being written; same filesystem as blobs/, so adoption is a rename
 // The solver's cache index and the device/run directories live beside it (paths below). KeyLock
@@ -73,9 +74,10 @@ export class ContentStore {
     await this.writeJson(join(this.root, 'layers', `${hexOf(rec.digest)}.json`), rec);
   }
 
+  /** The record of a layer whose blob is here, or can be read from its origin repository. */
   async getLayer(digest: string): Promise<LayerRecord | undefined> {
     const v = await this.readJson(join(this.root, 'layers', `${hexOf(digest)}.json`));
-    return isLayerRecord(v) && this.hasBlob(v.digest) ? v : undefined;
+    return isLayerRecord(v) && (this.hasBlob(v.digest) || v.origin !== undefined) ? v : undefined;
   }
 
   /** The converted layer for a chain of source layer digests (bottom first), if made before. */

@@ -14,6 +14,12 @@ export interface LayerRecord {
   /** For a layer converted from an ordinary OCI layer: that layer's blob digest and diffID. */
   sourceDigest?: string;
   sourceDiffId?: string;
+  /**
+   * For a layer of an overlaybd base image that is read lazily: the repository holding the blob
+   * (`host[:port]/path`, no tag or digest). Such a blob is not in the content store; devices read it
+   * by range from there, and an export to another repository mounts or copies it.
+   */
+  origin?: { repository: string };
   /** For a layer a build step made: bytes of data the step wrote, and what deduplication dropped. */
   stats?: { writtenBytes: number; identicalBytes: number; zeroedBytes: number; zeroedDroppedBytes: number };
 }

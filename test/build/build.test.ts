@@ -99,6 +99,9 @@ describe('obdkit build', { skip }, () => {
       // COPY --from another stage, owner kept.
       assert.equal(readFileSync(join(rootfs, 'srv/artifact'), 'utf8'), 'built\n');
       assert.equal(statSync(join(rootfs, 'srv/artifact')).uid, 1000);
+      // A cache mount seeded from that stage's /out (and nothing written to the cache reaches the image).
+      assert.equal(readFileSync(join(rootfs, 'srv/from-cache.txt'), 'utf8'), 'built\n');
+      assert.equal(existsSync(join(rootfs, 'mnt/seeded/added')), false);
       // ARG, ENV, WORKDIR, USER reach RUN.
       assert.equal(readFileSync(join(rootfs, 'srv/env.txt'), 'utf8'), 'hi /srv/app\n');
       assert.equal(readFileSync(join(rootfs, 'srv/pwd.txt'), 'utf8'), '/srv/app\n');

@@ -267,6 +267,69 @@ describe('solver', () => {
     assert.ok(logs.includes('[2/2] RUN b|running [2/2] RUN b\n'));
   });
 
+  test('settle: dependents get the early result at once; the index, joiners and solve() get the settled one', async () => {
+    const { g, target } = chain();
+    const gates = new Map<string, () => void>();
+    const seen: string[] = [];
+    const executor: Executor<Res> = {
+      async exec(v, inputs) {
+        seen.push(`${v.name}<-${inputs.map((i) => i.out).join(',')}`);
+        return { out: `early:${v.name}` };
+      },
+      settle(r) {
+        // Each result settles only when the test says so, after its dependents have already run.
+        return new Promise((resolve) => gates.set(r.out, () => resolve({ out: r.out.replace('early:', 'final:') })));
+      },
+    };
+    const solver = new Solver<Res>();
+    const events: ProgressEvent[] = [];
+    const solving = solver.solve(g.graph, target, { executor, progress: (e) => events.push(e) });
+    while (gates.size < 3) await tick();
+    // The second RUN ran on the first's early result, before anything settled.
+    assert.deepEqual(seen.slice(1), ['[1/2] RUN a<-early:FROM docker.io/library/alpine@sha256:' + 'a'.repeat(64), '[2/2] RUN b<-early:[1/2] RUN a']);
+    assert.equal(events.filter((e) => e.type === 'completed').length, 0);
+    // A second solve joining now waits for the settled form.
+    const joined = solver.solve(g.graph, target, { executor: recordingExecutor().executor });
+    for (const open of gates.values()) open();
+    const r = await solving;
+    assert.equal(r.result.out, 'final:[2/2] RUN b');
+    assert.equal((await joined).result.out, 'final:[2/2] RUN b');
+    assert.equal(events.filter((e) => e.type === 'completed').length, 3);
+    const again = await solver.solve(g.graph, target, { executor: recordingExecutor().executor });
+    assert.equal(again.cached, true);
+    assert.equal(again.result.out, 'final:[2/2] RUN b');
+  });
+
+  test('a settle that fails fails the solve under its own step, and caches nothing for it', async () => {
+    const { g, target } = chain();
+    const executor: Executor<Res> = {
+      async exec(v) {
+        return { out: v.name };
+      },
+      async settle(r) {
+        if (r.out === '[1/2] RUN a') {
+          await tick();
+          throw new Error('seal failed');
+        }
+        // A later step's settle waits on its parent's, as a real chain does, and fails with it.
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        if (r.out === '[2/2] RUN b') throw new Error('parent layer missing');
+        return r;
+      },
+    };
+    const solver = new Solver<Res>();
+    await assert.rejects(solver.solve(g.graph, target, { executor }), (err: unknown) => {
+      assert.ok(err instanceof StepError);
+      assert.match(err.message, /\[1\/2\] RUN a: seal failed/);
+      return true;
+    });
+    // The dependent's settle is still failing in the background; a retry after it runs both again.
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    const rec = recordingExecutor();
+    await solver.solve(g.graph, target, { executor: rec.executor });
+    assert.deepEqual(rec.calls, ['[1/2] RUN a', '[2/2] RUN b']);
+  });
+
   test('the cache index persists across Solver instances', async () => {
     await withStateRoot(async (dir) => {
       const { g, target } = chain();

@@ -4,7 +4,7 @@
 // (absolute targets restart at the root, `..` stops at the root), like securejoin. The final
 // component is never followed: entries replace what is there. The result is a path relative to
 // the root that contains no symlink, so every later operation on it stays inside the root.
-import { chmod, lstat, mkdir, readlink } from 'node:fs/promises';
+import { chmodSync, lstatSync, mkdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObdkitError, errnoCode } from '../../src/util/errors.js';
 
@@ -36,9 +36,9 @@ export function joinRel(parent: string, base: string): string {
   return parent === '' ? base : `${parent}/${base}`;
 }
 
-async function lstatOrNull(p: string): Promise<import('node:fs').Stats | null> {
+function lstatOrNull(p: string): import('node:fs').Stats | null {
   try {
-    return await lstat(p);
+    return lstatSync(p);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return null;
     throw err;
@@ -72,13 +72,13 @@ export async function resolveDir(root: string, comps: readonly string[], opts: R
     }
     const rel = [...done, comp].join('/');
     const abs = join(root, rel);
-    const st = await lstatOrNull(abs);
+    const st = lstatOrNull(abs);
     if (st === null) {
       if (!opts.create) return null;
       await opts.beforeCreate?.(done.join('/'));
-      await mkdir(abs, { mode: 0o755 });
+      mkdirSync(abs, { mode: 0o755 });
       // mkdir's mode is filtered by the umask; implicit parents are always 0755, as in the runtime.
-      await chmod(abs, 0o755);
+      chmodSync(abs, 0o755);
       done.push(comp);
       continue;
     }
@@ -86,7 +86,7 @@ export async function resolveDir(root: string, comps: readonly string[], opts: R
       if (++links > MAX_SYMLINKS) {
         throw new ObdkitError('EAPPLY_SYMLINK_LOOP', `too many levels of symbolic links under ${JSON.stringify(opts.entry)}`, { file: rel });
       }
-      const target = await readlink(abs);
+      const target = readlinkSync(abs);
       if (target.startsWith('/')) done.length = 0;
       pending.push(...target.split('/').reverse());
       continue;

@@ -6,7 +6,7 @@
 // apply-layer.ts consumes these entries; byte-source.ts supplies the bytes.
 import { FormatError } from '../../src/util/errors.js';
 import type { ByteSource } from './byte-source.js';
-import type { Timespec } from './syscalls.js';
+import type { Timespec } from '../../src/util/syscalls.js';
 
 export type EntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 

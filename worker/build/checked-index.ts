@@ -1,9 +1,10 @@
 // The solver's cache index, checked against the content store on every hit: a cached result whose
-// layer blobs (or tree directory) are gone, for instance after a store cleanup, is treated as a miss
+// layer blobs (or tree directory) are gone — a layer read lazily from its registry counts as there — for instance after a store cleanup, is treated as a miss
 // so the step runs again instead of failing later when a device opens a missing file.
 import { existsSync } from 'node:fs';
 import type { CacheIndex, CacheRecord } from '../../src/solver/cache-index.js';
 import type { ContentStore } from '../../src/store/content-store.js';
+import { layerAvailable } from './chain-lowers.js';
 import type { BuildResult } from './result.js';
 
 export class StoreCheckedIndex implements CacheIndex<BuildResult> {
@@ -13,7 +14,7 @@ export class StoreCheckedIndex implements CacheIndex<BuildResult> {
     const rec = await this.inner.get(key);
     if (!rec) return undefined;
     const r = rec.result;
-    if (r.kind === 'layers' && !r.layers.every((l) => this.store.hasBlob(l.digest))) return undefined;
+    if (r.kind === 'layers' && !r.layers.every((l) => layerAvailable(this.store, l))) return undefined;
     if (r.kind === 'dir' && !existsSync(r.path)) return undefined;
     return rec;
   }

@@ -17,6 +17,7 @@ import type { RegistryClient } from '../../src/registry/client.js';
 import type { ContentStore } from '../../src/store/content-store.js';
 import { ObdkitError } from '../../src/util/errors.js';
 import type { BlockSnapshotter } from '../device/snapshotter.js';
+import type { RemoteFetcher } from '../device/remote-channel.js';
 import type { SealOutcome } from '../commit/seal.js';
 import { runStep, type RunMount } from '../exec/run-step.js';
 import { copyFilesInWorker } from '../exec/copy-worker.js';
@@ -31,7 +32,7 @@ import { expandSource, parentsPivot, planCopy, wildcardBase } from './glob.js';
 import { imageLayers } from './image-source.js';
 import type { ContextProvider, SecretProvider } from './providers.js';
 import { isLayersResult, type BuildResult, type DirResult, type LayersResult } from './result.js';
-import { ViewSet, runOnWritableDevice } from './step-device.js';
+import { DevicePool, ViewSet, runOnWritableDevice, settleChain, type StepOutcome } from './step-device.js';
 
 export interface ExecutorDeps {
   store: ContentStore;
@@ -41,12 +42,38 @@ export interface ExecutorDeps {
   secrets?: SecretProvider;
   /** runc binary (default `runc` on PATH). */
   runc?: string;
+  /** Reads ranges of layers that live in a registry (lazily stacked overlaybd bases). */
+  remote?: RemoteFetcher;
   /** Told about every layer a step seals (or did not need to). */
   onLayer?: (vertex: Vertex, outcome: SealOutcome) => void;
 }
 
 export class BuildExecutor implements Executor<BuildResult> {
-  constructor(private readonly deps: ExecutorDeps) {}
+  /** Devices kept alive from one step to the next (one per stage being built). */
+  private readonly devices: DevicePool;
+
+  constructor(private readonly deps: ExecutorDeps) {
+    this.devices = new DevicePool(deps);
+  }
+
+  /** Tears down the devices kept between steps; call once the build is over. */
+  close(): Promise<void> {
+    return this.devices.close();
+  }
+
+  /** A result with its background-sealed layers in place: what the solver caches and returns. */
+  async settle(result: BuildResult): Promise<BuildResult> {
+    return isLayersResult(result) ? settleChain(result) : result;
+  }
+
+  /** Reports the step's layer once sealed; the step's early result goes on meanwhile. */
+  private announce(vertex: Vertex, step: StepOutcome): LayersResult {
+    step.sealed.then(
+      (outcome) => this.deps.onLayer?.(vertex, outcome),
+      () => undefined,
+    );
+    return step.result;
+  }
 
   async exec(vertex: Vertex, inputs: BuildResult[], ctx: ExecContext): Promise<BuildResult> {
     const op = vertex.op;
@@ -68,6 +95,8 @@ export class BuildExecutor implements Executor<BuildResult> {
           registry: this.deps.registry,
           log: (line) => ctx.log(line + '\n', 2),
           signal: ctx.signal,
+          pool: this.devices,
+          ...(this.deps.remote ? { remote: this.deps.remote } : {}),
         });
         return { kind: 'layers', layers, steps: [] };
       }
@@ -124,18 +153,30 @@ export class BuildExecutor implements Executor<BuildResult> {
             mounts.push({ type: 'bind', target: m.target, source: dir, ...(m.source && m.source !== '/' ? { subpath: m.source } : {}), readonly: m.readonly });
             break;
           }
-          case 'cache':
+          case 'cache': {
+            // `from=`: the cache starts as a copy of that stage's (or image's, or context's) `source=`
+            // tree; without it `source=` picks a directory inside the cache.
+            let seed: { dir: string; key: string } | undefined;
+            if (m.from !== undefined) {
+              const given = input(m.from);
+              const from = isLayersResult(given) ? await settleChain(given) : given;
+              const root = await this.sourceDir(from, views);
+              const sub = posix.normalize('/' + (m.source ?? '/'));
+              seed = { dir: sub === '/' ? root : resolveInRoot(root, sub), key: `${seedIdentity(from)}:${sub}` };
+            }
             mounts.push({
               type: 'cache',
               target: m.target,
               id: m.id ?? m.target,
               readonly: m.readonly,
+              ...(seed ? { seed } : m.source && m.source !== '/' ? { subpath: m.source } : {}),
               ...(m.sharing ? { sharing: m.sharing } : {}),
               ...(m.uid !== undefined ? { uid: m.uid } : {}),
               ...(m.gid !== undefined ? { gid: m.gid } : {}),
               ...(m.mode !== undefined ? { mode: m.mode } : {}),
             });
             break;
+          }
           case 'tmpfs':
             mounts.push({ type: 'tmpfs', target: m.target, ...(m.size !== undefined ? { sizeBytes: m.size } : {}) });
             break;
@@ -162,7 +203,7 @@ export class BuildExecutor implements Executor<BuildResult> {
             throw new ObdkitError('ENOTSUP', 'SSH agent mounts are not supported', { step: vertex.name });
         }
       }
-      const { result, outcome } = await runOnWritableDevice(this.deps, parent, ctx.key, vertex.name, async (rootfs) => {
+      const step = await runOnWritableDevice(this.deps, parent, ctx.key, vertex.name, async (rootfs) => {
         await runStep({
           rootfs,
           stateRoot: join(this.deps.store.workDir, 'exec'),
@@ -178,9 +219,8 @@ export class BuildExecutor implements Executor<BuildResult> {
           onOutput: (stream, line) => ctx.log(line + '\n', stream === 'stdout' ? 1 : 2),
           signal: ctx.signal,
         });
-      });
-      this.deps.onLayer?.(vertex, outcome);
-      return result;
+      }, this.devices);
+      return this.announce(vertex, step);
     } finally {
       await views.close();
     }
@@ -194,11 +234,15 @@ export class BuildExecutor implements Executor<BuildResult> {
       }
       const parent = input(op.base);
       if (!isLayersResult(parent)) throw new ObdkitError('EGRAPH', 'file actions need a filesystem as their base', { step: vertex.name });
-      const { result, outcome } = await runOnWritableDevice(this.deps, parent, ctx.key, vertex.name, (rootfs) =>
-        this.applyActions(rootfs, op.actions, input, views),
+      const step = await runOnWritableDevice(
+        this.deps,
+        parent,
+        ctx.key,
+        vertex.name,
+        (rootfs) => this.applyActions(rootfs, op.actions, input, views),
+        this.devices,
       );
-      this.deps.onLayer?.(vertex, outcome);
-      return result;
+      return this.announce(vertex, step);
     } finally {
       await views.close();
     }
@@ -310,6 +354,18 @@ async function isDir(p: string): Promise<boolean> {
     return (await lstat(p)).isDirectory();
   } catch {
     return false;
+  }
+}
+
+/** What a cache seeded from `r` is told apart by: the layer chain, tree or context it shows. */
+function seedIdentity(r: BuildResult): string {
+  switch (r.kind) {
+    case 'layers':
+      return r.layers.map((l) => l.digest).join(',');
+    case 'dir':
+      return r.path;
+    case 'local':
+      return `context:${r.name}`;
   }
 }
 

@@ -1,7 +1,9 @@
 // Plain build progress, in the shape BuildKit's plain printer uses: each step gets a number the first
 // time it shows up (`#3 [2/4] RUN make`), then its output lines as they come (`#3 0.412 ...`),
 // `#3 CACHED`, `#3 DONE 1.2s` or `#3 ERROR: ...`; sealed layers add a line with the blob size and
-// what deduplication dropped. `tty` mode is the same text (no cursor movement).
+// what deduplication dropped (describeLayer, the one wording the CLI and the server's status stream
+// share). BuildProgress is what a build's printer offers; the redrawn terminal form is
+// src/cli/progress-tty.ts.
 import type { ProgressEvent } from '../../src/solver/solver.js';
 import type { Vertex } from '../../src/solver/ops.js';
 import type { SealOutcome } from '../commit/seal.js';
@@ -17,7 +19,27 @@ export function humanBytes(n: number): string {
   return `${u === 0 ? v : v.toFixed(v < 10 ? 2 : 1)}${units[u]}`;
 }
 
-export class PlainProgress {
+/** One line (newline included) on a step's sealed layer, or on its absence. */
+export function describeLayer(o: SealOutcome): string {
+  const s = o.stats;
+  const saved = `${humanBytes(s.identicalBytes)} unchanged of ${humanBytes(s.writtenBytes)} written, ${humanBytes(s.zeroedDroppedBytes)} of ${humanBytes(s.zeroedBytes)} discards over nothing`;
+  return o.layer ? `layer ${o.layer.digest} ${humanBytes(o.layer.size)} (dropped ${saved})\n` : `no changes, no layer (dropped ${saved})\n`;
+}
+
+/** A build's progress printer, fed by the solver's events and the executor's sealed layers. */
+export interface BuildProgress {
+  event(e: ProgressEvent): void;
+  layer(v: Vertex, o: SealOutcome): void;
+  /** A line that belongs to no step (a warning); newline included. */
+  message(text: string): void;
+  /** Ends the output; `failed`: the build did not succeed. */
+  close(failed?: boolean): void;
+  /** Steps that ran (not cached) and steps answered from the cache, by vertex id. */
+  readonly ran: Set<string>;
+  readonly cached: Set<string>;
+}
+
+export class PlainProgress implements BuildProgress {
   private readonly numbers = new Map<string, number>();
   private readonly started = new Map<string, number>();
   private readonly partial = new Map<string, string>();
@@ -73,10 +95,15 @@ export class PlainProgress {
 
   layer(v: Vertex, o: SealOutcome): void {
     const n = this.num(v.id, v.name);
-    const s = o.stats;
-    const saved = `${humanBytes(s.identicalBytes)} unchanged of ${humanBytes(s.writtenBytes)} written, ${humanBytes(s.zeroedDroppedBytes)} of ${humanBytes(s.zeroedBytes)} discards over nothing`;
-    if (o.layer) this.write(`#${n} layer ${o.layer.digest} ${humanBytes(o.layer.size)} (dropped ${saved})\n`);
-    else this.write(`#${n} no changes, no layer (dropped ${saved})\n`);
+    this.write(`#${n} ${describeLayer(o)}`);
+  }
+
+  message(text: string): void {
+    this.write(text);
+  }
+
+  close(): void {
+    // Every line is out already.
   }
 
   private flush(vertex: string, n: number, time: Date): void {

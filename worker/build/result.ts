@@ -12,6 +12,12 @@ export interface LayersResult {
   kind: 'layers';
   layers: LayerRecord[];
   steps: boolean[];
+  /**
+   * Steps whose layers are still being sealed in the background, bottom first, above `layers`
+   * (step-device.ts). Only in the early results one step hands the next within a build; never in
+   * what the cache index stores (the executor's settle() replaces it with the sealed layers).
+   */
+  unsealed?: string[];
 }
 
 export interface LocalResult {

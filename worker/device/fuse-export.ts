@@ -31,7 +31,7 @@ export interface FuseExportOptions {
   workers?: number;
   /** Milliseconds to wait for the kernel's INIT. */
   initTimeoutMs?: number;
-  /** Serves reads of remote lowers on the main thread; required if any lower is remote. */
+  /** Serves reads of remote lowers (on its own thread if it can connect(), else on the main thread); required if any lower is remote. */
   remote?: RemoteFetcher;
 }
 
@@ -100,7 +100,11 @@ export class FuseExport {
     const data: FuseWorkerData = { fuseFd: this.fuseFd, device: this.opts.device, index };
     const url = new URL('./fuse-worker.js', import.meta.url);
     let w: Worker;
-    if (this.opts.remote) {
+    if (this.opts.remote?.connect) {
+      const port = this.opts.remote.connect();
+      data.remotePort = port;
+      w = new Worker(url, { workerData: data, transferList: [port] });
+    } else if (this.opts.remote) {
       const ch = new MessageChannel();
       serveRemoteReads(ch.port1, this.opts.remote);
       this.ports.push(ch.port1);

@@ -7,7 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObdkitError } from '../../src/util/errors.js';
 import { log } from '../../src/util/log.js';
-import { mkfsExt4, mountExt4 } from '../mount/ext4.js';
+import { mkfsExt4, mountExt4, remountExt4 } from '../mount/ext4.js';
 import { attachLoop } from '../mount/loop.js';
 import { DEFAULT_RUN_DIR, deviceDir, removeState, writeState, type DeviceState } from '../mount/state.js';
 import { cleanupStale, teardown } from '../mount/teardown.js';
@@ -15,8 +15,8 @@ import { FuseExport } from './fuse-export.js';
 import type { LowerSpec } from './lower-source.js';
 import { lowerStackVirtualSize } from './lower-stack.js';
 import type { RemoteFetcher } from './remote-channel.js';
-import { createPair, recoverPair, type PairPaths } from './rw-pair.js';
-import { closeSharedFds, createSharedState, openSharedFds, type SharedUpperState } from './shared-upper.js';
+import { createPair, indexFileSize, recoverPair, type PairPaths } from './rw-pair.js';
+import { SharedUpper, closeSharedFds, createSharedState, openSharedFds, type SharedUpperState } from './shared-upper.js';
 import {
   DEFAULT_VIRTUAL_SIZE,
   pairPaths,
@@ -92,6 +92,21 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     if (!handle.upper) throw new ObdkitError('EINVAL', 'commit of a read-only view', { file: handle.mountpoint });
     await this.stop(handle.id);
     return handle.upper;
+  }
+
+  async checkpoint(handle: DeviceHandle): Promise<number> {
+    const d = this.live.get(handle.id);
+    if (!d || !d.upper || !handle.upper) throw new ObdkitError('EINVAL', 'checkpoint of a device without a writable layer', { file: handle.mountpoint });
+    if (!handle.mountpoint) throw new ObdkitError('EINVAL', 'checkpoint of a device without a filesystem', { file: handle.device });
+    // Read-only first: the kernel writes every dirty block through the loop device (the FUSE workers
+    // have recorded each one by the time the remount returns) and marks ext4 cleanly unmounted.
+    await remountExt4(handle.mountpoint, { readOnly: true });
+    try {
+      new SharedUpper(d.upper).appendRecords();
+      return indexFileSize(handle.upper);
+    } finally {
+      await remountExt4(handle.mountpoint, { readOnly: false });
+    }
   }
 
   async remove(handle: DeviceHandle): Promise<void> {
@@ -185,3 +200,4 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     removeState(this.runDir, id);
   }
 }
+

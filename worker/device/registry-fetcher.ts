@@ -197,7 +197,10 @@ export class RegistryFetcher implements RemoteFetcher {
     if (this.closed) return;
     this.closed = true;
     this.flushStats();
-    log.info(this.counters(), 'registry reads');
+    const c = this.counters();
+    // Worth a line only when something was read lazily; a build without registry lowers says nothing.
+    if (c.requests > 0) log.info(c, 'registry reads');
+    else log.debug(c, 'registry reads');
     this.memory.clear();
     if (this.ownsClient) await this.client.close();
   }

@@ -14,6 +14,12 @@ export type RemoteLowerSpec = Extract<LowerSpec, { kind: 'remote' }>;
 /** Main-thread side: how bytes of a remote blob are obtained (registry client, cache, ...). */
 export interface RemoteFetcher {
   fetch(spec: RemoteLowerSpec, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: a port answered by a thread of the fetcher's own (the RangeRequest protocol below), for
+   * a worker to read through. With it, device reads never depend on the main thread, which may then
+   * block in synchronous calls on the mounted filesystem (a RUN step's user lookup, mount stubs).
+   */
+  connect?(): MessagePort;
 }
 
 interface RangeRequest {

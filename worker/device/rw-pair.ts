@@ -189,3 +189,49 @@ function readAt(fd: number, offset: number, length: number): Buffer {
   }
   return out;
 }
+
+/** Bytes in the pair's index file (header + whole records appended so far). */
+export function indexFileSize(paths: PairPaths): number {
+  const fd = openSync(paths.index, 'r');
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Writes `out`: the pair's index header followed by the records stored in bytes [from, to) of its
+ * index file. Paired with the same data file, that is an RW layer holding exactly what was written
+ * between two checkpoints of a live device (data is append-only, so records keep pointing at valid
+ * data whatever is written later). `from`/`to` are index-file offsets on record boundaries.
+ */
+export function writeIndexSlice(paths: PairPaths, from: number, to: number, out: string): void {
+  if (from < HEADER_SIZE || to < from || (from - HEADER_SIZE) % RECORD_SIZE !== 0 || (to - HEADER_SIZE) % RECORD_SIZE !== 0) {
+    throw new ObdkitError('EINVAL', `index slice [${from}, ${to}) is not on record boundaries`, { file: paths.index, offset: from });
+  }
+  const src = openSync(paths.index, 'r');
+  let dst = -1;
+  try {
+    dst = openSync(out, 'wx');
+    const header = readAt(src, 0, HEADER_SIZE);
+    decodeHeader(header, paths.index);
+    writeFullyAt(dst, header, 0);
+    const chunk = Buffer.alloc(Math.min(4 * 1024 * 1024, Math.max(RECORD_SIZE, to - from)));
+    for (let at = from; at < to; ) {
+      const n = Math.min(chunk.length, to - at);
+      const got = readSync(src, chunk, 0, n, at);
+      if (got !== n) throw new FormatError(`index file ends at ${at + got}, before the checkpoint at ${to}`, { file: paths.index, offset: at + got });
+      writeFullyAt(dst, chunk.subarray(0, n), HEADER_SIZE + (at - from));
+      at += n;
+    }
+  } finally {
+    closeSync(src);
+    if (dst >= 0) closeSync(dst);
+  }
+}
+
+function writeFullyAt(fd: number, buf: Buffer, pos: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, pos + done);
+}

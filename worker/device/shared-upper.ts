@@ -158,6 +158,19 @@ export class SharedUpper {
     fdatasyncSync(this.indexFd);
   }
 
+  /**
+   * Appends held-back records to the index file without syncing: after it, the index file lists
+   * every write completed so far (a checkpoint reads it back).
+   */
+  appendRecords(): void {
+    this.acquire();
+    try {
+      this.appendPending();
+    } finally {
+      this.release();
+    }
+  }
+
   /** Appends held-back records (any thread may close first: the buffer is shared). */
   close(): void {
     try {

@@ -42,6 +42,14 @@ export interface BlockSnapshotter {
   view(lowers: LowerSpec[], opts?: ViewOptions): Promise<DeviceHandle>;
   /** Tears the device down and returns the RW pair, flushed and closed, for the commit step. */
   commit(handle: DeviceHandle): Promise<PairPaths>;
+  /**
+   * Optional (a device whose writable layer this process owns): makes the mounted filesystem's image
+   * clean and complete on the device without tearing it down — remounted read-only, which writes
+   * everything out and marks ext4 clean exactly as an unmount does, every completed write recorded in
+   * the RW pair's index — then remounts it read-write. Returns the index file's size at that instant:
+   * the records before it describe the clean image (rw-pair.ts `writeIndexSlice` cuts one step out).
+   */
+  checkpoint?(handle: DeviceHandle): Promise<number>;
   /** Tears the device down; a writable device's RW pair is deleted. */
   remove(handle: DeviceHandle): Promise<void>;
 }

@@ -10,7 +10,7 @@
 // network namespace, like BuildKit's `--oci-worker-net=host`); `none` gives a namespace with
 // only loopback.
 import { createHash, randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { execa } from 'execa';
 import { ObdkitError, errnoCode } from '../../src/util/errors.js';
@@ -46,6 +46,12 @@ export interface CacheMount {
   uid?: number;
   gid?: number;
   mode?: number;
+  /**
+   * `from=`: a new cache starts as a copy of this host directory (the `source=` path of another
+   * stage or image, already resolved). Such a cache is its own, apart from the unseeded cache of the
+   * same id: `key` names what it was seeded from.
+   */
+  seed?: { dir: string; key: string };
 }
 
 export interface TmpfsMount {
@@ -246,19 +252,23 @@ async function mountSpec(
       return bindSpec(m.target, merged, false);
     }
     case 'cache': {
-      const key = createHash('sha256').update(m.id).digest('hex');
+      const key = createHash('sha256').update(m.seed ? `${m.id}\0${m.seed.key}` : m.id).digest('hex');
       const dir = join(stateRoot, 'cache', key);
       if ((m.sharing ?? 'shared') !== 'shared') releases.push(await lock(key));
       mkdirSync(join(stateRoot, 'cache'), { recursive: true, mode: 0o700 });
-      try {
-        mkdirSync(dir, { mode: m.mode ?? 0o755 });
-        chmodSync(dir, m.mode ?? 0o755);
-        chownSync(dir, m.uid ?? 0, m.gid ?? 0);
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
+      if (m.seed) {
+        await seedCache(dir, m.seed.dir);
+      } else {
+        try {
+          mkdirSync(dir, { mode: m.mode ?? 0o755 });
+          chmodSync(dir, m.mode ?? 0o755);
+          chownSync(dir, m.uid ?? 0, m.gid ?? 0);
+        } catch (err) {
+          if (errnoCode(err) !== 'EEXIST') throw err;
+        }
       }
       // Earlier steps control the cache's content, symlinks included: resolve inside it (CVE-2024-23651 class).
-      const src = m.subpath ? mkdirAllInRoot(dir, m.subpath, { uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 0o755 }) : dir;
+      const src = m.subpath && !m.seed ? mkdirAllInRoot(dir, m.subpath, { uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 0o755 }) : dir;
       return bindSpec(m.target, src, m.readonly ?? false);
     }
     case 'tmpfs': {
@@ -331,4 +341,32 @@ function removeStub(path: string): boolean {
   if (!empty) return false;
   rmdirSync(path);
   return true;
+}
+
+/**
+ * Makes a seeded cache directory once: a copy of `from` (owners, modes, links, xattrs kept) built
+ * aside and renamed into place, so a step never sees a half-copied cache. A copy runs as a child
+ * process: `from` may be a device this process serves.
+ */
+async function seedCache(dir: string, from: string): Promise<void> {
+  try {
+    lstatSync(dir);
+    return;
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+  const tmp = `${dir}.seed-${randomUUID()}`;
+  try {
+    const r = await execa('cp', ['-a', '--', from, tmp], { reject: false });
+    if (r.exitCode !== 0) throw new ObdkitError('ECACHE', `seeding the cache mount failed: ${r.stderr.trim()}`, { file: from });
+    if (!lstatSync(tmp).isDirectory()) throw new ObdkitError('ECACHE', 'a cache mount can only be seeded from a directory', { file: from });
+    try {
+      renameSync(tmp, dir);
+    } catch (err) {
+      // Seeded meanwhile by a concurrent step: theirs stays.
+      if (errnoCode(err) !== 'ENOTEMPTY' && errnoCode(err) !== 'EEXIST') throw err;
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
