@@ -19,7 +19,7 @@ import { parseReference } from '../registry/reference.js';
 import { pushExportImage } from '../exporter/registry-push.js';
 import { writeDockerArchive, writeOciArchive } from '../exporter/archive-writers.js';
 import { writeRootfsTar } from '../exporter/rootfs-tar.js';
-import { exportLocal } from '../exporter/local.js';
+import { exportLocal } from './local-output.js';
 import type { ExportImage } from '../exporter/image.js';
 import { EarlyLayerPush, type EarlyPushOptions } from '../exporter/early-push.js';
 import type { ContentStore } from '../store/content-store.js';

@@ -6,7 +6,7 @@ import { createReadStream, lstatSync, readdirSync, readlinkSync, type Stats } fr
 import { join } from 'node:path';
 import { writeTarFile, type TarFileWriter } from './tar-writer.js';
 import { ObdkitError } from '../util/errors.js';
-import { splitDev } from '../../worker/exec/mknod.js';
+import { splitDev } from '../util/syscalls.js';
 
 export async function writeRootfsTar(rootfs: string, dest: string): Promise<void> {
   await writeTarFile(dest, async (w) => {

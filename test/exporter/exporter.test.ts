@@ -12,7 +12,7 @@ import { exposedPorts } from '../../src/exporter/image-config.js';
 import { canonicalJson } from '../../src/exporter/canonical-json.js';
 import { writeDockerArchive, writeOciArchive } from '../../src/exporter/archive-writers.js';
 import { pushExportImage } from '../../src/exporter/registry-push.js';
-import { exportLocal } from '../../src/exporter/local.js';
+import { exportLocal } from '../../src/build/local-output.js';
 import { writeRootfsTar } from '../../src/exporter/rootfs-tar.js';
 import { isOverlaybdManifest } from '../../src/oci/overlaybd.js';
 import { parseManifestBytes } from '../../src/oci/types.js';
