@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execa } from 'execa';
 import { ContentStore } from '../../src/store/content-store.js';
 import { FuseLoopSnapshotter } from '../../worker/device/fuse-loop-snapshotter.js';
+import type { BlockSnapshotter } from '../../worker/device/snapshotter.js';
 import { DevicePool, runOnWritableDevice, settleChain } from '../../worker/build/step-device.js';
 import type { LayersResult } from '../../worker/build/result.js';
 import { cleanAll, leftovers, sh, skipReason, tempDir, TEST_RUN_DIR } from '../device/helpers.js';
@@ -108,6 +109,39 @@ describe('stage device reused across steps', { skip }, () => {
           assert.equal(v.result, 'VALID', `${l.digest}: ${v.output}`);
         }
       }
+    } finally {
+      await pool.close();
+    }
+    assert.deepEqual(await leftovers(), []);
+  });
+
+  test('a snapshotter without checkpoints (TCMU) gets a device per step, sealed before the step returns', async () => {
+    // The same real device, seen through the interface a TCMU snapshotter offers: no checkpoint().
+    const plain: BlockSnapshotter = {
+      prepare: (dir, lowers, o) => snapshotter.prepare(dir, lowers, o),
+      view: (lowers, o) => snapshotter.view(lowers, o),
+      commit: (h) => snapshotter.commit(h),
+      remove: (h) => snapshotter.remove(h),
+    };
+    const pool = new DevicePool({ store, snapshotter: plain });
+    const mountpoints: string[] = [];
+    try {
+      const empty: LayersResult = { kind: 'layers', layers: [], steps: [] };
+      const s1 = await runOnWritableDevice({ store, snapshotter: plain }, empty, 'sha256:' + '1'.repeat(64), 'one', async (r) => {
+        mountpoints.push(r);
+        await sh(`echo one > ${r}/one`);
+      }, pool);
+      const s2 = await runOnWritableDevice({ store, snapshotter: plain }, s1.result, 'sha256:' + '2'.repeat(64), 'two', async (r) => {
+        mountpoints.push(r);
+        await sh(`test -e ${r}/one && echo two > ${r}/two`);
+      }, pool);
+      assert.notEqual(mountpoints[0], mountpoints[1]);
+      assert.equal(s2.result.unsealed, undefined, 'nothing left to seal in the background');
+      assert.equal(s2.result.layers.length, 2);
+      const i = await inspect(s2.result);
+      assert.equal(i.fsck, 0);
+      assert.match(i.tree, /\.\/one /);
+      assert.match(i.tree, /\.\/two /);
     } finally {
       await pool.close();
     }
