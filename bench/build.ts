@@ -7,13 +7,16 @@
 // what obdkit's commit dropped as blocks identical to lower layers and discards over nothing.
 //
 // Run (root, /dev/fuse, runc, docker-registry; Debian mirror reachable the first time, for the base):
-//   node dist/bench/build.js [--runs N] [--skip-buildkitd] [--skip-obdkit] [--timeout SECONDS] [--logs DIR]
+//   node dist/bench/build.js [--runs N] [--skip-buildkitd] [--skip-obdkit] [--obd-base] [--timeout SECONDS] [--logs DIR]
+// --obd-base adds, per round, an obdkit cold build FROM the same base already converted to overlaybd and
+// pushed (the DADI setting: the registry serves overlaybd images, FROM stacks them lazily); buildkitd
+// has no such case, so it is reported apart, against buildkitd's cold build from the ordinary base.
 // Build logs go to --logs DIR, or to a temp dir that is kept only when a build fails.
 // Env: OBDKIT_BENCH_DIR (bench data; default <repo>/../shared/bench), OBDKIT_PEER_DIR (holds
 // bin/buildkitd and bin/buildctl; default <repo>/../shared/peer), OBDKIT_BENCH_WORK (scratch parent;
 // default the system temp dir), OBDKIT_BENCH_BASE_CACHE (cached base layer; default
 // /var/lib/obdkit/base-images, the cache `obdkit base-image` uses).
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -37,12 +40,13 @@ interface Args {
   runs: number;
   skipBuildkitd: boolean;
   skipObdkit: boolean;
+  obdBase: boolean;
   timeoutMs: number;
   logs?: string;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { runs: 1, skipBuildkitd: false, skipObdkit: false, timeoutMs: 900_000 };
+  const a: Args = { runs: 1, skipBuildkitd: false, skipObdkit: false, obdBase: false, timeoutMs: 900_000 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const value = (): string => {
@@ -53,9 +57,10 @@ function parseArgs(argv: string[]): Args {
     if (k === '--runs') a.runs = Math.max(1, Number.parseInt(value(), 10) || 1);
     else if (k === '--skip-buildkitd') a.skipBuildkitd = true;
     else if (k === '--skip-obdkit') a.skipObdkit = true;
+    else if (k === '--obd-base') a.obdBase = true;
     else if (k === '--timeout') a.timeoutMs = Math.max(10, Number(value())) * 1000;
     else if (k === '--logs') a.logs = resolve(value());
-    else throw new Error(`unknown argument ${k} (--runs N, --skip-buildkitd, --skip-obdkit, --timeout SECONDS, --logs DIR)`);
+    else throw new Error(`unknown argument ${k} (--runs N, --skip-buildkitd, --skip-obdkit, --obd-base, --timeout SECONDS, --logs DIR)`);
   }
   return a;
 }
@@ -118,16 +123,17 @@ async function buildkitdRound(o: { binDir: string; work: string; logs: string; r
   return out;
 }
 
-async function obdkitRound(o: { program: string; work: string; logs: string; reg: RunningRegistry; client: RegistryClient; context: string; base: string; baseLayers: string[]; round: number; timeoutMs: number }): Promise<ObdkitRound> {
-  const root = await mkdtemp(join(o.work, `obdkit-${o.round}-`));
-  const name = `${o.reg.host}/dadi-build:obdkit-${o.round}`;
+async function obdkitRound(o: { program: string; work: string; logs: string; reg: RunningRegistry; client: RegistryClient; context: string; base: string; baseLayers: string[]; round: number; timeoutMs: number; tag?: string; coldOnly?: boolean }): Promise<ObdkitRound> {
+  const tag = o.tag ?? 'obdkit';
+  const root = await mkdtemp(join(o.work, `${tag}-${o.round}-`));
+  const name = `${o.reg.host}/dadi-build:${tag}-${o.round}`;
   const out: ObdkitRound = {};
   await withCleanup(
     () => removeObdkitRoot(root),
     async () => {
       const build = (phase: string): Promise<ObdkitOutcome> =>
-        runObdkitBuild({ repo: o.program, root, context: o.context, buildArgs: { BASE: o.base }, name, timeoutMs: o.timeoutMs, logFile: join(o.logs, `obdkit-${o.round}-${phase}.log`) });
-      say(`  obdkit cold (load ${load()}) ...`);
+        runObdkitBuild({ repo: o.program, root, context: o.context, buildArgs: { BASE: o.base }, name, timeoutMs: o.timeoutMs, logFile: join(o.logs, `${tag}-${o.round}-${phase}.log`) });
+      say(`  ${tag} cold (load ${load()}) ...`);
       const cold = await build('cold');
       out.coldDetail = cold;
       if (!cold.ok) {
@@ -137,7 +143,8 @@ async function obdkitRound(o: { program: string; work: string; logs: string; reg
       const after = cold.solveSeconds === undefined ? '?' : `export + push ${(cold.run.wallSeconds - cold.solveSeconds).toFixed(1)} s (incl. process start)`;
       out.cold = { wall: cold.run.wallSeconds, cpu: cold.run.cpuSeconds, pushed: await inspectPushed(o.client, name, o.baseLayers), steps: cold.steps, afterSteps: after };
       const solve = cold.solveSeconds === undefined ? '' : ` (steps ${cold.solveSeconds.toFixed(1)} s, then export + push)`;
-      say(`  obdkit cold: ${cold.run.wallSeconds.toFixed(2)} s wall${solve}, ${cold.run.cpuSeconds.toFixed(1)} CPU-s`);
+      say(`  ${tag} cold: ${cold.run.wallSeconds.toFixed(2)} s wall${solve}, ${cold.run.cpuSeconds.toFixed(1)} CPU-s`);
+      if (o.coldOnly) return;
       say(`  obdkit warm (load ${load()}) ...`);
       const warm = await build('warm');
       if (!warm.ok) {
@@ -183,7 +190,7 @@ ${'step'.padEnd(7)}${'obdkit'.padStart(8)}${'buildkitd'.padStart(10)}  instructi
   say(`after the steps: obdkit ${obd?.cold?.afterSteps ?? '—'}; buildkitd ${bk?.cold?.afterSteps ?? '—'}`);
 }
 
-function report(bk: BuilderRound[], obd: ObdkitRound[], a: Args): void {
+function report(bk: BuilderRound[], obd: ObdkitRound[], obdLazy: ObdkitRound[], a: Args): void {
   stepTable(obd.find((r) => r.cold), bk.find((r) => r.cold));
   const pick = <T>(rs: BuilderRound[], f: (r: BuilderRound) => T | undefined): T[] => rs.map(f).filter((x): x is T => x !== undefined);
   const bkCold = pick(bk, (r) => r.cold?.wall);
@@ -197,6 +204,12 @@ function report(bk: BuilderRound[], obd: ObdkitRound[], a: Args): void {
   // these say more than the ratio of the medians.
   const paired = bk.map((b, i) => (b.cold && obd[i]?.cold ? (obd[i]!.cold!.wall / b.cold.wall).toFixed(2) : '—'));
   if (bk.length > 0 && obd.length > 0) say(`cold, per round    : obdkit/buildkitd ${paired.map((p, i) => `r${i + 1} ${p}`).join(', ')}`);
+  if (a.obdBase) {
+    const lazyCold = pick(obdLazy, (r) => r.cold?.wall);
+    say(`cold, overlaybd base (obdkit FROM stacks it lazily; buildkitd from the ordinary base): obdkit ${secondsSummary(lazyCold)}   buildkitd ${secondsSummary(bkCold)}   obdkit/buildkitd ${ratio(lazyCold, bkCold)}`);
+    const lazyFrom = obdLazy.find((r) => r.cold)?.cold?.steps[0];
+    if (lazyFrom?.seconds !== undefined) say(`                     its FROM step: ${lazyFrom.seconds.toFixed(1)} s`);
+  }
   const bkCpu = pick(bk, (r) => r.cold?.cpu);
   const obdCpu = pick(obd, (r) => r.cold?.cpu);
   say(`cold CPU           : obdkit ${secondsSummary(obdCpu, 1)}   buildkitd ${secondsSummary(bkCpu, 1)} (daemon, runc, buildctl)   obdkit/buildkitd ${ratio(obdCpu, bkCpu)}`);
@@ -215,7 +228,7 @@ function report(bk: BuilderRound[], obd: ObdkitRound[], a: Args): void {
       );
     }
   }
-  for (const [who, rs] of [['buildkitd', bk], ['obdkit', obd]] as const) {
+  for (const [who, rs] of [['buildkitd', bk], ['obdkit', obd], ['obdkit (overlaybd base)', obdLazy]] as const) {
     rs.forEach((r, i) => {
       if (r.error) say(`\n${who} round ${i + 1} FAILED — ${r.error}`);
     });
@@ -241,6 +254,7 @@ async function main(): Promise<void> {
   const startLoad = load();
   const bk: BuilderRound[] = [];
   const obd: ObdkitRound[] = [];
+  const obdLazy: ObdkitRound[] = [];
   await withCleanup(
     () => rm(work, { recursive: true, force: true }),
     async () => {
@@ -268,6 +282,19 @@ async function main(): Promise<void> {
             `base ${base}@${pushedBase.digest}: one ${megabytes(baseLayer.size)} gzip layer (${baseLayer.built ? 'made now' : 'from the cache'}, ` +
               `${((performance.now() - t0) / 1000).toFixed(1)} s incl. push)`,
           );
+          let obdBase: string | undefined;
+          if (a.obdBase) {
+            // The same base, converted by obdkit and pushed as an overlaybd image (a Dockerfile of one FROM).
+            obdBase = `${reg.host}/debian:bookworm-obd`;
+            const convRoot = await mkdtemp(join(work, 'obd-base-'));
+            const convCtx = join(work, 'obd-base-context');
+            await mkdir(convCtx, { recursive: true });
+            await writeFile(join(convCtx, 'Dockerfile'), 'ARG BASE\nFROM ${BASE}\n');
+            const made = await runObdkitBuild({ repo: program, root: convRoot, context: convCtx, buildArgs: { BASE: base }, name: obdBase, timeoutMs: a.timeoutMs, logFile: join(logs, 'obd-base.log') });
+            await removeObdkitRoot(convRoot);
+            if (!made.ok) throw new Error(`converting the base to overlaybd: ${made.error ?? 'failed'}`);
+            say(`overlaybd base ${obdBase}: converted and pushed by obdkit in ${made.run.wallSeconds.toFixed(1)} s`);
+          }
           say(`${a.runs} round(s), cold then warm per builder, timeout ${a.timeoutMs / 1000} s per build; load average at start ${startLoad}; logs in ${logs}`);
           let obdkitBroken = false;
           for (let r = 0; r < a.runs; r++) {
@@ -292,14 +319,19 @@ async function main(): Promise<void> {
                 obd.push(res);
               }
             }
+            if (obdBase !== undefined && !a.skipObdkit && !obdkitBroken) {
+              const res = await obdkitRound({ ...common, base: obdBase, baseLayers: await layerDigests(client, obdBase), tag: 'obdkit-lazy', coldOnly: true });
+              if (res.error) say(`  obdkit (overlaybd base) FAILED — ${res.error}`);
+              obdLazy.push(res);
+            }
           }
         },
       );
     },
   );
-  report(bk, obd, a);
+  report(bk, obd, obdLazy, a);
   say(`load average at start ${startLoad}, at end ${load()} (2 cores)`);
-  if ([...bk, ...obd].some((r) => r.error)) {
+  if ([...bk, ...obd, ...obdLazy].some((r) => r.error)) {
     say(`build logs kept in ${logs}`);
     process.exitCode = 1;
   } else if (a.logs === undefined) {
