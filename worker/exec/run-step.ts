@@ -18,6 +18,7 @@ import { isUnder, mkdirAllInRoot, resolveInRoot, resolveRelative } from './root-
 import { resolveUser } from './user-db.js';
 import { buildRuntimeSpec, hostNofileLimit, type SpecMount } from './runtime-spec.js';
 import { runcRun, type OutputCallback, type RuncOptions } from './runc.js';
+import { copyFilesInWorker } from './copy-worker.js';
 
 /** `default` is what a Dockerfile RUN gets without --network; here it means `host` (see above). */
 export type NetworkMode = 'default' | 'host' | 'none';
@@ -344,9 +345,9 @@ function removeStub(path: string): boolean {
 }
 
 /**
- * Makes a seeded cache directory once: a copy of `from` (owners, modes, links, xattrs kept) built
- * aside and renamed into place, so a step never sees a half-copied cache. A copy runs as a child
- * process: `from` may be a device this process serves.
+ * Makes a seeded cache directory once: a copy of `from` (owners, modes, links, xattrs kept; COPY's own
+ * machinery, on its worker thread, since `from` may be a device this process serves) built aside and
+ * renamed into place, so a step never sees a half-copied cache.
  */
 async function seedCache(dir: string, from: string): Promise<void> {
   try {
@@ -357,15 +358,17 @@ async function seedCache(dir: string, from: string): Promise<void> {
   }
   const tmp = `${dir}.seed-${randomUUID()}`;
   try {
-    const r = await execa('cp', ['-a', '--', from, tmp], { reject: false });
-    if (r.exitCode !== 0) throw new ObdkitError('ECACHE', `seeding the cache mount failed: ${r.stderr.trim()}`, { file: from });
-    if (!lstatSync(tmp).isDirectory()) throw new ObdkitError('ECACHE', 'a cache mount can only be seeded from a directory', { file: from });
+    mkdirSync(tmp, { mode: 0o755 });
+    await copyFilesInWorker({ srcRoot: from, sources: ['/'], destRoot: tmp, dest: '/', preserveOwnership: true });
     try {
       renameSync(tmp, dir);
     } catch (err) {
       // Seeded meanwhile by a concurrent step: theirs stays.
       if (errnoCode(err) !== 'ENOTEMPTY' && errnoCode(err) !== 'EEXIST') throw err;
     }
+  } catch (err) {
+    if (err instanceof ObdkitError) throw err;
+    throw new ObdkitError('ECACHE', `seeding the cache mount failed: ${err instanceof Error ? err.message : String(err)}`, { file: from }, { cause: err });
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
