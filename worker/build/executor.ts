@@ -162,7 +162,7 @@ export class BuildExecutor implements Executor<BuildResult> {
               const from = isLayersResult(given) ? await settleChain(given) : given;
               const root = await this.sourceDir(from, views);
               const sub = posix.normalize('/' + (m.source ?? '/'));
-              seed = { dir: sub === '/' ? root : resolveInRoot(root, sub), key: `${seedIdentity(from)}:${sub}` };
+              seed = { dir: sub === '/' ? root : resolveInRoot(root, sub), key: `${seedIdentity(from, ctx.key)}:${sub}` };
             }
             mounts.push({
               type: 'cache',
@@ -357,15 +357,19 @@ async function isDir(p: string): Promise<boolean> {
   }
 }
 
-/** What a cache seeded from `r` is told apart by: the layer chain, tree or context it shows. */
-function seedIdentity(r: BuildResult): string {
+/**
+ * What a cache seeded from `r` is told apart by: the layer chain or tree it shows. A build context
+ * has no identity of its own here, so its seed follows the step's cache key, which covers the
+ * context's content: a changed context seeds a new cache.
+ */
+function seedIdentity(r: BuildResult, stepKey: string): string {
   switch (r.kind) {
     case 'layers':
       return r.layers.map((l) => l.digest).join(',');
     case 'dir':
       return r.path;
     case 'local':
-      return `context:${r.name}`;
+      return `context:${r.name}:${stepKey}`;
   }
 }
 
