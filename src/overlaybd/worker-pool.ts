@@ -1,5 +1,6 @@
 // A pool of long-lived worker threads that each run one request at a time, used by compress-pool.ts
-// (ZFile block compression) and digest.ts (sha256 of finished blobs). Starting a worker costs tens
+// (ZFile block compression), digest.ts (sha256 of finished blobs) and the seal's comparison with the
+// lower layers (worker/commit/dedup-worker.ts). Starting a worker costs tens
 // of milliseconds of CPU, so workers are started on first need (or ahead of it with `warm()`) and
 // kept for every later call in the process. A worker is referenced only while it holds work, or
 // while it is starting and work waits for it, so an idle pool never keeps the process alive.
@@ -59,6 +60,7 @@ export class WarmPool<Req, Rep> {
   private readonly queue: Task<Req, Rep>[] = [];
   private closed = false;
   private startFailures = 0;
+  private spawnedCount = 0;
 
   constructor(private readonly opts: WarmPoolOptions) {
     this.threads = Math.max(1, Math.floor(opts.threads));
@@ -82,6 +84,11 @@ export class WarmPool<Req, Rep> {
     if (this.closed) return;
     while (this.slots.length < this.threads) this.spawn();
     this.updateRefs();
+  }
+
+  /** Workers this pool has started so far, restarts included (for diagnostics and tests). */
+  get spawned(): number {
+    return this.spawnedCount;
   }
 
   /** Thread ids of the workers currently in the pool (for diagnostics and tests). */
@@ -135,6 +142,7 @@ export class WarmPool<Req, Rep> {
 
   private spawn(): void {
     const worker = new Worker(this.opts.url, { execArgv: workerExecArgv(), workerData: this.opts.workerData });
+    this.spawnedCount++;
     // A new Worker is referenced; updateRefs() settles that right after.
     const slot: Slot<Req, Rep> = { worker, task: null, ready: false, referenced: true };
     worker.on('message', (msg: Rep | WorkerReady) => {

@@ -1,6 +1,6 @@
 // From a layer chain (LayerRecords, bottom first) to the lower layers of a device or of a seal: a blob
 // in the content store is a local file; a blob that only its origin repository holds (a layer of an
-// overlaybd base image, image-source.ts) is a remote lower, read by range through the main thread's
+// overlaybd base image, image-source.ts) is a remote lower, read by range through the process's
 // RegistryFetcher into one chunk cache under the store root. A local copy always wins, so a blob
 // downloaded later (remote-blobs.ts `ensureLocalBlob`) is read from disk from then on.
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import type { ContentStore } from '../../src/store/content-store.js';
 import type { LayerRecord } from '../../src/store/layer-record.js';
 import { ObdkitError } from '../../src/util/errors.js';
 import type { LowerSpec } from '../device/lower-source.js';
+import { repoBlobUrl } from '../device/registry-fetcher.js';
 import { originReference } from './remote-blobs.js';
 
 export interface ChainLowersOptions {
@@ -42,7 +43,7 @@ export function chainLowers(store: ContentStore, layers: readonly LayerRecord[],
       });
     }
     const ref = originReference(l);
-    const base = opts.registry ? opts.registry.baseUrl(ref.host) : `${isLoopbackHost(ref.host) ? 'http' : 'https'}://${ref.host}`;
-    return { kind: 'remote', digest: l.digest, size: l.size, dir: remoteCacheDir(store), repoBlobUrl: `${base}/v2/${ref.repository}/blobs` };
+    const url = opts.registry ? repoBlobUrl(opts.registry, ref) : `${isLoopbackHost(ref.host) ? 'http' : 'https'}://${ref.host}/v2/${ref.repository}/blobs`;
+    return { kind: 'remote', digest: l.digest, size: l.size, dir: remoteCacheDir(store), repoBlobUrl: url };
   });
 }

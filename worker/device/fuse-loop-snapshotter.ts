@@ -200,4 +200,3 @@ export class FuseLoopSnapshotter implements BlockSnapshotter {
     removeState(this.runDir, id);
   }
 }
-

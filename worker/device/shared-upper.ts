@@ -148,12 +148,7 @@ export class SharedUpper {
 
   /** fsync semantics of the pair: the data a record points to is durable before the record. */
   flush(): void {
-    this.acquire();
-    try {
-      this.appendPending();
-    } finally {
-      this.release();
-    }
+    this.appendRecords();
     fdatasyncSync(this.dataFd);
     fdatasyncSync(this.indexFd);
   }
@@ -174,12 +169,7 @@ export class SharedUpper {
   /** Appends held-back records (any thread may close first: the buffer is shared). */
   close(): void {
     try {
-      this.acquire();
-      try {
-        this.appendPending();
-      } finally {
-        this.release();
-      }
+      this.appendRecords();
     } finally {
       if (this.ownFds) {
         closeSync(this.dataFd);
